@@ -1,0 +1,1 @@
+"""Data: dataset layouts, the manifest, patient-grouped splits, pre-resizing, tf.data."""

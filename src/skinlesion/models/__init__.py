@@ -1,0 +1,1 @@
+"""Models: the backbone registry, in-graph preprocessing and the classifier builder."""
