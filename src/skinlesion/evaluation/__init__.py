@@ -1,0 +1,1 @@
+"""Evaluation: metrics as pure functions, plots that take ``ax=None``, the HTML report."""
