@@ -55,3 +55,56 @@ def image_factory(tmp_path: Path):
         return make_image(tmp_path / rel, **kwargs)
 
     return _make
+
+
+def chromium_executable() -> str | None:
+    """Path of a headless-capable Chromium (Debian's ``chromium``), or None."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Chromium for browser tests; CI installs it (.ci/run), elsewhere the test is skipped."""
+    path = chromium_executable()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run must install Debian's chromium")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, tiny trained run directory (model.keras + model_spec.json).
+
+    MobileNetV3Small at 32 px with random init, fitted for one short epoch on
+    generated images where bright images are "malignant": enough to exercise
+    every consumer of the run-directory contract quickly.
+    """
+    import keras
+
+    from skinlesion.models.classifier import build_classifier
+    from skinlesion.runspec import MODEL_FILE, ModelSpec
+    from skinlesion.utils.atomic import atomic_path
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    keras.utils.set_random_seed(0)
+    model = build_classifier("mobilenet_v3_small", input_size=32, weights=None, dropout=0.0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(32, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 2, size=(32, 1)).astype("float32")
+    x[y[:, 0] == 1] = np.clip(x[y[:, 0] == 1] + 60, 0, 255)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    with atomic_path(run / MODEL_FILE) as tmp:
+        model.save(tmp)
+    ModelSpec(backbone="mobilenet_v3_small", input_size=32, preprocessing="tf", threshold=0.5,
+              threshold_rule="fixed 0.5 (test fixture)", last_conv_layer="conv_1",
+              model_id="tiny-fixture").save(run)
+    return run

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench`` regenerates docs/BENCHMARKS.md (see bench/__main__.py)."""
