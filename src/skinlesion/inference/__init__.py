@@ -1,0 +1,1 @@
+"""Inference: the one ``Predictor``, test-time augmentation, Grad-CAM and model export."""

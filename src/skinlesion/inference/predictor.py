@@ -1,0 +1,411 @@
+"""The one inference path: load a run once, predict arrays, files or uploaded bytes.
+
+``Predictor`` is the only code that loads a run for inference: the ``predict``
+CLI, the HTTP service, the evaluation report, exports' parity checks and the
+benchmarks all go through it, so they cannot disagree about preprocessing,
+resizing or the decision rule.
+
+    predictor = Predictor.from_run("runs/effnet")
+    rows = predictor.predict_files(["a.jpg", "b.png"], tta=8)
+    rows[0].probability, rows[0].decision
+
+Every image is decoded (EXIF orientation applied, type sniffed from its bytes),
+resized with ``skinlesion.data.pipeline.to_model_input`` and fed as raw 0–255
+RGB: the normalisation lives inside the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from skinlesion.data.images import MAX_PIXELS as MAX_IMAGE_PIXELS
+from skinlesion.data.images import ImageError, open_image
+from skinlesion.data.pipeline import to_model_input
+from skinlesion.inference.tta import check_tta, dihedral_view
+from skinlesion.runspec import MODEL_FILE, ModelSpec, RunError, require_run
+
+if TYPE_CHECKING:
+    import keras
+    from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+)
+"""File extensions picked up when a folder or glob is expanded (case-insensitive)."""
+
+DECISIONS: tuple[str, ...] = ("benign", "inconclusive", "malignant")
+
+
+@dataclass
+class PredictionRow:
+    """One input's result; exactly one of ``probability`` and ``error`` is set.
+
+    Attributes:
+        path: The input's path (or upload name).
+        probability: P(malignant) in [0, 1], or None if the input failed.
+        decision: ``"benign"``, ``"malignant"`` or ``"inconclusive"``, or None on error.
+        error: Why the input failed (e.g. ``"cannot identify image file"``), or None.
+    """
+
+    path: str
+    probability: float | None
+    decision: str | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-serialisable)."""
+        return asdict(self)
+
+
+# === Image loading ===
+
+def open_rgb(source: str | os.PathLike[str] | bytes, *, name: str | None = None,
+             max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode an image file or bytes to an RGB PIL image with the data package's loader.
+
+    ``skinlesion.data.images.open_image`` sniffs the type from the bytes (never the
+    name), refuses decompression bombs from the header before decoding, applies the
+    EXIF orientation and forces a full decode, so training and inference see the same
+    pixels.
+
+    Args:
+        source: A path or the raw bytes of an image.
+        name: Label for error messages (defaults to the path, or ``"<bytes>"``).
+        max_pixels: Pixel-count limit (decompression-bomb guard).
+
+    Returns:
+        A decoded RGB image.
+
+    Raises:
+        ImageError: if the input is missing, empty, not a supported image, corrupt,
+            truncated or over ``max_pixels``.
+    """
+    return open_image(source, name=name, max_pixels=max_pixels)
+
+
+def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
+    """Expand files, folders (recursively) and glob patterns into image paths.
+
+    A named file is kept whatever its extension (it gets an error row later if it is
+    not an image); folders and globs contribute only files with an image extension.
+
+    Args:
+        inputs: Paths, folders or glob patterns (``"photos/**/*.jpg"``).
+
+    Returns:
+        ``(paths, problems)``: the image paths in a stable order without duplicates, and a
+        message for each input that matched nothing.
+    """
+    import glob
+
+    paths: list[Path] = []
+    problems: list[str] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            paths.append(p)
+
+    for raw in inputs:
+        item = Path(raw)
+        if item.is_file():
+            add(item)
+        elif item.is_dir():
+            found = sorted(p for p in item.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                problems.append(f"{item}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            for p in found:
+                add(p)
+        elif glob.has_magic(os.fspath(raw)):
+            found = sorted(Path(p) for p in glob.glob(os.fspath(raw), recursive=True)
+                           if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                problems.append(f"{raw}: pattern matched no images")
+            for p in found:
+                add(p)
+        else:
+            problems.append(f"{item}: no such file or folder")
+    return paths, problems
+
+
+# === The predictor ===
+
+class Predictor:
+    """A loaded run: the Keras model plus its ``ModelSpec``.
+
+    Thread-safe: calls into the model are serialised by a lock (Keras models are not
+    guaranteed re-entrant, and on a CPU one forward pass already uses every core).
+
+    Args:
+        model: The classifier (raw 0–255 RGB ``(N, S, S, 3)`` → ``(N, 1)`` P(malignant)).
+        spec: Its model spec.
+        run_dir: The run folder it came from, if any.
+
+    Attributes:
+        model: The Keras model.
+        spec: The run's ``ModelSpec`` (threshold, inconclusive band, Grad-CAM layer, ...).
+        run_dir: The run folder (``None`` for a model built in memory).
+        input_size: Square input size in pixels.
+    """
+
+    def __init__(self, model: keras.Model, spec: ModelSpec, run_dir: str | os.PathLike[str] | None = None
+                 ) -> None:
+        self.model = model
+        self.spec = spec
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.input_size = int(spec.input_size)
+        shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else None
+        if shape is not None and shape[1:3] not in ((self.input_size, self.input_size), (None, None)):
+            raise RunError(f"model input {shape} does not match model_spec input_size "
+                           f"{self.input_size}")
+        self._lock = threading.RLock()
+        self._forward: Callable[[Any], Any] | None = None
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike[str]) -> Predictor:
+        """Load ``RUN_DIR/model.keras`` (uncompiled) and ``RUN_DIR/model_spec.json`` once.
+
+        Raises:
+            RunError: if the folder is not a finished run or the model cannot be loaded.
+        """
+        run = require_run(run_dir)
+        spec = ModelSpec.load(run)
+        import keras
+
+        # Importing the backbones registers their custom layers (EfficientNet-Lite, the
+        # Preprocess layer) so deserialisation finds them.
+        import skinlesion.models.backbones
+        import skinlesion.models.preprocessing  # noqa: F401
+
+        try:
+            model = keras.saving.load_model(run / MODEL_FILE, compile=False)
+        except Exception as exc:  # corrupt zip, unknown layer, version mismatch
+            raise RunError(f"{run / MODEL_FILE}: cannot load the model ({exc})") from exc
+        logger.info("loaded %s (%s, %d px, threshold %.3f)", run, spec.backbone,
+                    spec.input_size, spec.threshold)
+        return cls(model, spec, run)
+
+    # --- decisions ---
+
+    @property
+    def threshold(self) -> float:
+        """The stored decision threshold on P(malignant)."""
+        return float(self.spec.threshold)
+
+    @property
+    def model_id(self) -> str:
+        """The run's model id (from the spec), or the run folder's name."""
+        return self.spec.model_id or (self.run_dir.name if self.run_dir else "in-memory")
+
+    def decide(self, probability: float) -> str:
+        """The decision for one probability at the stored operating point.
+
+        ``"inconclusive"`` when ``|p − threshold| < inconclusive_band`` (band > 0 only),
+        else ``"malignant"`` when ``p >= threshold``, else ``"benign"``.
+        """
+        p, t = float(probability), self.threshold
+        band = float(self.spec.inconclusive_band or 0.0)
+        if band > 0.0 and abs(p - t) < band:
+            return "inconclusive"
+        names = self.spec.class_names if len(self.spec.class_names) == 2 else ["benign", "malignant"]
+        return names[1] if p >= t else names[0]
+
+    # --- arrays ---
+
+    def _forward_fn(self) -> Callable[[Any], Any]:
+        # One traced graph for any batch size: avoids Keras's per-call Python overhead
+        # and never retraces (fixed signature, unknown batch dimension).
+        if self._forward is None:
+            import tensorflow as tf
+
+            model = self.model
+            spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
+
+            @tf.function(input_signature=[spec, tf.TensorSpec((), tf.int32)])
+            def forward(x: Any, view: Any) -> Any:
+                # The view is chosen in-graph so all eight views share one trace.
+                branches = [lambda i=i: dihedral_view(x, i) for i in range(8)]
+                xv = tf.switch_case(view, branches)
+                return tf.reshape(model(xv, training=False), (-1,))
+
+            self._forward = forward
+        return self._forward
+
+    def predict_arrays(self, images: np.ndarray, *, tta: int = 1, batch_size: int = 32) -> np.ndarray:
+        """P(malignant) for a batch of model-sized images.
+
+        Args:
+            images: ``(N, S, S, 3)`` float 0–255 RGB at the model's input size
+                (``to_model_input`` output).
+            tta: Number of dihedral views averaged (1, 2, 4 or 8). Defaults to 1.
+            batch_size: Images per forward pass. Defaults to 32.
+
+        Returns:
+            ``(N,)`` float64 probabilities in [0, 1].
+
+        Raises:
+            ValueError: on a wrong shape or ``tta``.
+            RuntimeError: if the model produced NaN or Inf.
+        """
+        tta = check_tta(tta)
+        x = np.asarray(images, dtype=np.float32)
+        s = self.input_size
+        if x.ndim != 4 or x.shape[1:] != (s, s, 3):
+            raise ValueError(f"expected images of shape (N, {s}, {s}, 3), got {x.shape}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(x) == 0:
+            return np.zeros((0,), dtype=np.float64)
+        forward = self._forward_fn()
+        out = np.empty((len(x),), dtype=np.float64)
+        with self._lock:
+            for start in range(0, len(x), batch_size):
+                chunk = x[start:start + batch_size]
+                acc = np.zeros((len(chunk),), dtype=np.float64)
+                for view in range(tta):
+                    acc += np.asarray(forward(chunk, np.int32(view)), dtype=np.float64)
+                out[start:start + len(chunk)] = acc / tta
+        if not np.all(np.isfinite(out)):
+            raise RuntimeError("the model produced NaN or Inf probabilities")
+        return np.clip(out, 0.0, 1.0)
+
+    def predict_array(self, image: np.ndarray, *, tta: int = 1) -> float:
+        """P(malignant) for one model-sized image ``(S, S, 3)``."""
+        return float(self.predict_arrays(np.asarray(image)[None], tta=tta)[0])
+
+    # --- files and bytes ---
+
+    def load_image(self, source: str | os.PathLike[str] | bytes, *, name: str | None = None,
+                   max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+        """Decode a file or bytes and resize it to the model input ``(S, S, 3)`` float32 0–255.
+
+        Raises:
+            ImageError: if it is not a readable image, or is larger than ``max_pixels``.
+        """
+        img = open_rgb(source, name=name, max_pixels=max_pixels)
+        return to_model_input(img, self.input_size)
+
+    def row(self, path: str, probability: float) -> PredictionRow:
+        """A successful ``PredictionRow`` for ``probability``."""
+        return PredictionRow(path=path, probability=float(probability),
+                             decision=self.decide(probability), error=None)
+
+    def predict_bytes(self, data: bytes, name: str = "upload", *, tta: int = 1,
+                      max_pixels: int = MAX_IMAGE_PIXELS) -> PredictionRow:
+        """Predict one image given as raw bytes (an upload); its type is sniffed from the bytes.
+
+        Raises:
+            ImageError: if ``data`` is not a readable image or is over ``max_pixels``
+                (the service answers 422).
+        """
+        x = self.load_image(data, name=name, max_pixels=max_pixels)
+        return self.row(name, self.predict_arrays(x[None], tta=tta)[0])
+
+    def iter_predict_files(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        tta: int = 1,
+        batch_size: int = 32,
+        progress: Callable[[int], None] | None = None,
+        workers: int = 2,
+    ) -> Iterator[PredictionRow]:
+        """Predict image files lazily, in input order, holding at most two batches in memory.
+
+        Decoding of the next batch (threads: Pillow releases the GIL) overlaps the model's
+        forward pass on the current one. A file that cannot be read yields a row with its
+        ``error`` set and never stops the run.
+
+        Args:
+            paths: Image files.
+            tta: Dihedral views averaged (1, 2, 4 or 8). Defaults to 1.
+            batch_size: Images per forward pass. Defaults to 32.
+            progress: Called with the number of files just finished, after each batch.
+            workers: Decoding threads. Defaults to 2.
+
+        Yields:
+            One ``PredictionRow`` per path.
+        """
+        check_tta(tta)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+        def load(p: str) -> np.ndarray | str:
+            try:
+                return self.load_image(p)
+            except ImageError as exc:
+                return f"{p}: {exc.reason}"
+            except Exception as exc:  # never let one file stop the batch
+                logger.debug("unexpected error reading %s", p, exc_info=True)
+                return f"{p}: {type(exc).__name__}: {exc}"
+
+        def chunks() -> Iterator[list[str]]:
+            buf: list[str] = []
+            for p in paths:
+                buf.append(os.fspath(p))
+                if len(buf) == batch_size:
+                    yield buf
+                    buf = []
+            if buf:
+                yield buf
+
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+            it = chunks()
+
+            def submit() -> tuple[list[str], list[Future[np.ndarray | str]]] | None:
+                nxt = next(it, None)
+                return None if nxt is None else (nxt, [pool.submit(load, p) for p in nxt])
+
+            pending = submit()
+            while pending is not None:
+                names, futures = pending
+                loaded = [f.result() for f in futures]
+                pending = submit()  # decode the next batch while this one runs
+                yield from self._predict_loaded(names, loaded, tta)
+                if progress is not None:
+                    progress(len(names))
+
+    def _predict_loaded(self, names: Sequence[str], loaded: Sequence[np.ndarray | str],
+                        tta: int) -> list[PredictionRow]:
+        good = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
+        probs: dict[int, float] = {}
+        if good:
+            batch = np.stack([loaded[i] for i in good])  # type: ignore[misc]
+            for i, p in zip(good, self.predict_arrays(batch, tta=tta, batch_size=len(batch)),
+                            strict=True):
+                probs[i] = float(p)
+        rows = []
+        for i, name in enumerate(names):
+            item = loaded[i]
+            if isinstance(item, str):
+                msg = item[len(name) + 2:] if item.startswith(f"{name}: ") else item
+                rows.append(PredictionRow(path=name, probability=None, decision=None, error=msg))
+            else:
+                rows.append(self.row(name, probs[i]))
+        return rows
+
+    def predict_files(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        tta: int = 1,
+        batch_size: int = 32,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[PredictionRow]:
+        """Predict image files; see ``iter_predict_files`` (this collects its rows in a list)."""
+        return list(self.iter_predict_files(paths, tta=tta, batch_size=batch_size,
+                                            progress=progress))
