@@ -29,3 +29,110 @@ def to_model_input(image: Image.Image, size: int) -> np.ndarray:
     """A decoded RGB PIL image as the model's input: float32 array (size, size, 3), 0–255."""
     arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return np.asarray(resize_for_model(arr, size), dtype=np.float32)
+
+
+# === tf.data pipelines =========================================================
+
+def decode_resize(path: Any, size: int) -> Any:
+    """Read and decode an image file, resize it for the model, as uint8 (cache-friendly)."""
+    import tensorflow as tf
+
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return tf.cast(tf.round(resize_for_model(image, size)), tf.uint8)
+
+
+def image_dataset(
+    paths: list[str], labels: list[int] | np.ndarray, size: int, cache: str | None = "memory",
+) -> Any:
+    """Decoded, resized images with labels and indices, read in parallel and cached.
+
+    Args:
+        paths: Absolute image paths.
+        labels: 0/1 labels, one per path.
+        size: Square model input size.
+        cache: ``"memory"``, a file prefix for an on-disk cache, or None/"none".
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(image uint8 (S, S, 3), label float32, index int64)``.
+    """
+    import tensorflow as tf
+
+    n = len(paths)
+    ds = tf.data.Dataset.from_tensor_slices((
+        tf.constant(paths, tf.string), tf.constant(np.asarray(labels, np.float32)),
+        tf.range(n, dtype=tf.int64),
+    ))
+    ds = ds.map(lambda p, y, i: (decode_resize(p, size), y, i),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache and cache != "none":
+        ds = ds.cache(cache)
+    return ds
+
+
+def eval_batches(base: Any, batch_size: int) -> Any:
+    """``(image float32, label)`` batches in manifest order, for validation and prediction."""
+    import tensorflow as tf
+
+    return (base.map(lambda x, y, i: (tf.cast(x, tf.float32), y),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def training_stream(
+    base: Any, n: int, *, batch_size: int, seed: int, start_epoch: int, epochs: int,
+    augment: Any = None, shuffle_buffer: int = 0, balanced: bool = False,
+    labels: np.ndarray | None = None,
+) -> Any:
+    """Shuffled, augmented training batches for epochs ``start_epoch … epochs-1``.
+
+    Each epoch is built from its own seeds (``seed``, epoch) — shuffle order and
+    augmentation alike — so resuming at epoch k yields exactly the batches an
+    uninterrupted run sees from epoch k on. Use with
+    ``model.fit(..., initial_epoch=start_epoch, epochs=epochs, steps_per_epoch=ceil(n / batch_size))``.
+
+    Args:
+        base: Output of ``image_dataset``.
+        n: Number of elements in ``base``.
+        batch_size: Global batch size.
+        seed: Run seed.
+        start_epoch: First epoch to produce (0 for a new run).
+        epochs: One past the last epoch.
+        augment: An ``AugmentConfig`` (None or disabled = no augmentation).
+        shuffle_buffer: Shuffle buffer (0 = the whole split).
+        balanced: Sample both classes equally (instead of class weights).
+        labels: 0/1 labels of ``base`` (needed with ``balanced``).
+    """
+    import tensorflow as tf
+
+    from skinlesion.data.augment import augment_image
+
+    buffer = shuffle_buffer or n
+    use_aug = augment is not None and getattr(augment, "enabled", False)
+
+    def prepare(x: Any, y: Any, i: Any, epoch: Any) -> Any:
+        if use_aug:
+            return augment_image(x, tf.stack([tf.cast(seed, tf.int64) * 100_003 + epoch, i]),
+                                 augment), y
+        return tf.cast(x, tf.float32), y
+
+    def one_epoch(epoch: Any) -> Any:
+        epoch_seed = tf.cast(seed, tf.int64) * 7919 + epoch
+        if balanced:
+            pos = base.filter(lambda x, y, i: y > 0.5).shuffle(buffer, seed=epoch_seed).repeat()
+            neg = base.filter(lambda x, y, i: y <= 0.5).shuffle(buffer, seed=epoch_seed + 1).repeat()
+            ds = tf.data.Dataset.sample_from_datasets(
+                [pos, neg], weights=[0.5, 0.5], seed=epoch_seed + 2).take(n)
+            # Re-index: the same image may be drawn twice in an epoch, its views must differ.
+            ds = ds.enumerate().map(lambda k, e: (e[0], e[1], e[2] * 1_000_003 + k))
+        else:
+            ds = base.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        ds = ds.map(lambda x, y, i: prepare(x, y, i, epoch),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size)
+
+    epochs_ds = tf.data.Dataset.range(start_epoch, epochs)
+    return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,84 @@
+"""Loss, class weights, optimizers and learning-rate schedules from the config."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from skinlesion.training.config import TrainConfig
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Balanced class weights n / (2 · n_c): each class carries half the loss."""
+    labels = np.asarray(labels).astype(int)
+    n = labels.size
+    out = {}
+    for c in (0, 1):
+        count = int((labels == c).sum())
+        if count == 0:
+            raise ValueError(f"the training split has no examples of class {c}")
+        out[c] = n / (2.0 * count)
+    return out
+
+
+def make_loss(cfg: TrainConfig) -> Any:
+    """Binary cross-entropy, or focal loss; both with optional label smoothing."""
+    import keras
+
+    if cfg.loss == "focal":
+        return keras.losses.BinaryFocalCrossentropy(
+            gamma=cfg.focal_gamma, label_smoothing=cfg.label_smoothing)
+    return keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
+
+
+def make_metrics() -> list[Any]:
+    """Tutorial 2's metrics plus ROC and PR AUC (computed from probabilities)."""
+    import keras
+
+    return [
+        keras.metrics.BinaryAccuracy(name="accuracy"),
+        keras.metrics.Precision(name="precision"),
+        keras.metrics.Recall(name="recall"),
+        keras.metrics.AUC(name="auc", num_thresholds=500),
+        keras.metrics.AUC(name="pr_auc", curve="PR", num_thresholds=500),
+    ]
+
+
+def make_schedule(cfg: TrainConfig, lr: float, steps_per_epoch: int, epochs: int) -> Any:
+    """Warm-up then cosine decay (or a constant rate; ``plateau`` uses a callback)."""
+    import keras
+
+    if cfg.schedule != "cosine" or epochs <= 0:
+        return lr
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(total - 1, steps_per_epoch * cfg.warmup_epochs)
+    if warmup > 0:
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=lr * 0.1, decay_steps=total - warmup, alpha=0.01,
+            warmup_target=lr, warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=0.01)
+
+
+def make_optimizer(cfg: TrainConfig, learning_rate: Any) -> Any:
+    """The optimizer named by the config."""
+    import keras
+
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if cfg.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9, weight_decay=cfg.weight_decay or None)
+
+
+def monitor_mode(monitor: str) -> str:
+    """``min`` for losses, ``max`` for everything else (AUC, accuracy, ...)."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+def steps(n: int, batch_size: int) -> int:
+    """Batches per epoch over ``n`` examples."""
+    return max(1, math.ceil(n / batch_size))

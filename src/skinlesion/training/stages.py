@@ -1,0 +1,384 @@
+"""The training stages: head on cached features, and fitting on the image stream.
+
+``head_on_features`` trains the head on frozen-backbone features computed once
+(tutorial 1's frozen model, minus the wasted recomputation). ``fit_images``
+trains on augmented images — either the frozen backbone recomputed every epoch
+(tutorial 1's way, kept for comparison) or the top ``unfreeze`` layer groups of
+the backbone fine-tuned with BatchNorm kept in inference mode. Image stages are
+resumable: Keras ``BackupAndRestore`` restores weights, optimizer state and the
+epoch, and the data stream is rebuilt from that epoch with the same seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skinlesion.models.registry import BackboneSpec, get_backbone
+from skinlesion.runspec import CHECKPOINTS_DIR, LOGS_DIR
+from skinlesion.training.config import TrainConfig
+from skinlesion.training.objectives import (
+    class_weights,
+    make_loss,
+    make_metrics,
+    make_optimizer,
+    make_schedule,
+    monitor_mode,
+    steps,
+)
+from skinlesion.utils.atomic import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageContext:
+    """What every stage needs: config, data, strategy and the run's folders."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    splits: Any
+    strategy: Any
+    bspec: BackboneSpec
+    size: int
+    preprocessing: str
+    global_batch: int
+    lr_scale: float
+    verbose: int
+    say: Callable[[str], None]
+    base_train: Any = None
+    base_val: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, run_dir: Path, splits: Any, strategy: Any, *,
+               verbose: int, say: Callable[[str], None]) -> StageContext:
+        from skinlesion.data.pipeline import image_dataset
+        from skinlesion.training.distribute import replicas
+
+        bspec = get_backbone(cfg.backbone)
+        size = int(cfg.input_size or bspec.input_size)
+        n_rep = replicas(strategy)
+        ctx = cls(cfg=cfg, run_dir=run_dir, splits=splits, strategy=strategy, bspec=bspec,
+                  size=size, preprocessing=cfg.preprocessing or bspec.preprocessing,
+                  global_batch=cfg.batch_size * n_rep,
+                  lr_scale=float(n_rep) if cfg.scale_lr else 1.0, verbose=verbose, say=say)
+        ctx.base_train = image_dataset(splits.train_paths, splits.y_train, size,
+                                       cache=ctx.image_cache("train"))
+        ctx.base_val = image_dataset(splits.val_paths, splits.y_val, size,
+                                     cache=ctx.image_cache("val"))
+        return ctx
+
+    def image_cache(self, split: str) -> str | None:
+        """Where decoded, resized images of ``split`` are cached (see ``TrainConfig.cache``)."""
+        if self.cfg.cache == "none":
+            return None
+        if self.cfg.cache == "memory":
+            return "memory"
+        return str(self.run_dir / CHECKPOINTS_DIR / f"images-{split}")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / CHECKPOINTS_DIR
+
+    @property
+    def run_head_on_features(self) -> bool:
+        cfg = self.cfg
+        if cfg.mode == "frozen":
+            return cfg.cache_features and cfg.head_epochs > 0
+        return cfg.head_epochs > 0
+
+    def build_model(self) -> Any:
+        from skinlesion.models.classifier import build_classifier
+
+        return build_classifier(self.bspec.name, self.size, weights=self.cfg.weights_arg,
+                                dropout=self.cfg.dropout, preprocessing=self.preprocessing)
+
+    def val_batches(self) -> Any:
+        from skinlesion.data.pipeline import eval_batches
+
+        return eval_batches(self.base_val, self.global_batch)
+
+    def predict_val(self, model: Any) -> np.ndarray:
+        prob = np.asarray(model.predict(self.val_batches(), verbose=0), dtype=np.float64).ravel()
+        if not np.all(np.isfinite(prob)):
+            raise _diverged("validation predictions")
+        return np.clip(prob, 0.0, 1.0)
+
+
+# === Stage 1: the head on cached frozen features ================================
+
+def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
+    """Train the head on cached backbone features, then copy it into ``model``.
+
+    Resumable at stage level: a finished head is stored in the checkpoints folder
+    and reloaded instead of retrained.
+    """
+    import keras
+
+    from skinlesion.models.classifier import build_head, copy_head_weights, feature_extractor
+    from skinlesion.training.features import cache_key, extract_features
+
+    cfg, done = ctx.cfg, ctx.checkpoints / "head.weights.h5"
+    hist_path = ctx.checkpoints / "history_head.csv"
+    if done.is_file() and hist_path.is_file():
+        ctx.say("head stage already finished: reloading it")
+        model.load_weights(done)
+        frame = pd.read_csv(hist_path)
+        frame.attrs["stage"] = "head"
+        return frame
+
+    extractor = feature_extractor(model)
+    key_parts = {"backbone": ctx.bspec.name, "size": ctx.size, "weights": str(cfg.weights),
+                 "preprocessing": ctx.preprocessing}
+    cache_dir = _feature_cache_dir(cfg)
+    t = time.perf_counter()
+    views = cfg.feature_views
+    ctx.say(f"feature pass: {len(ctx.splits.train)} train images × {views} views, "
+            f"{len(ctx.splits.val)} val images (cached in {cache_dir})")
+    x_train = extract_features(
+        extractor, ctx.base_train, len(ctx.splits.train), views=views, cache_dir=cache_dir,
+        key=cache_key({**key_parts, "paths": ctx.splits.train_paths}),
+        batch_size=ctx.global_batch, progress=lambda d, n: ctx.say(f"  view {d}/{n} done"))
+    x_val = extract_features(
+        extractor, ctx.base_val, len(ctx.splits.val), views=1, cache_dir=cache_dir,
+        key=cache_key({**key_parts, "paths": ctx.splits.val_paths}), batch_size=ctx.global_batch)[0]
+    ctx.timings["feature_pass_s"] = time.perf_counter() - t
+
+    y_train = np.tile(ctx.splits.y_train, views)
+    x_train = x_train.reshape(-1, x_train.shape[-1])
+    with ctx.strategy.scope():
+        head = build_head(x_train.shape[-1], cfg.dropout)
+        head.compile(optimizer=make_optimizer(cfg, cfg.head_lr * ctx.lr_scale),
+                     loss=make_loss(cfg), metrics=make_metrics())
+    callbacks: list[Any] = [keras.callbacks.TerminateOnNaN(),
+                            keras.callbacks.CSVLogger(str(hist_path) + ".part")]
+    if cfg.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=cfg.monitor, mode=monitor_mode(cfg.monitor), patience=cfg.patience,
+            restore_best_weights=True))
+    cw = class_weights(ctx.splits.y_train) if cfg.imbalance == "class_weight" else None
+    x_fit, y_fit = x_train, y_train
+    if cfg.imbalance == "balanced_sampling":
+        x_fit, y_fit = _oversample(x_train, y_train, cfg.seed)
+    t = time.perf_counter()
+    hist = head.fit(x_fit, y_fit, validation_data=(x_val, ctx.splits.y_val),
+                    epochs=cfg.head_epochs, batch_size=max(cfg.head_batch_size, ctx.global_batch),
+                    class_weight=cw, callbacks=callbacks, verbose=ctx.verbose, shuffle=True)
+    ctx.timings["head_fit_s"] = time.perf_counter() - t
+    ctx.timings["head_epoch_s"] = ctx.timings["head_fit_s"] / max(1, len(hist.epoch))
+    _check_finite(hist.history, "head")
+    copy_head_weights(head, model)
+    with atomic_path(done, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+    frame = pd.DataFrame(hist.history).assign(epoch=hist.epoch)
+    with atomic_path(hist_path) as tmp:
+        frame.to_csv(tmp, index=False)
+    Path(str(hist_path) + ".part").unlink(missing_ok=True)
+    frame.attrs["stage"] = "head"
+    return frame
+
+
+def _feature_cache_dir(cfg: TrainConfig) -> Path:
+    # Beside the prepared data, so every run on the same data and backbone shares it.
+    return Path(cfg.data_dir) / "cache" / "features"
+
+
+def _oversample(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y > 0.5), np.flatnonzero(y <= 0.5)
+    small, large = (pos, neg) if len(pos) < len(neg) else (neg, pos)
+    extra = rng.choice(small, size=len(large) - len(small), replace=True)
+    idx = rng.permutation(np.concatenate([large, small, extra]))
+    return x[idx], y[idx]
+
+
+# === Stage 2: training on the image stream =======================================
+
+def set_trainable(model: Any, bspec: BackboneSpec, unfreeze: int) -> int:
+    """Freeze the backbone except its top ``unfreeze`` layer groups (-1 = all).
+
+    BatchNormalization layers stay frozen: the backbone is called in inference mode,
+    and their ImageNet statistics are worth more than what small batches would give.
+
+    Returns:
+        The number of trainable backbone layers.
+    """
+    import keras
+
+    from skinlesion.models.classifier import BACKBONE_NAME
+
+    trunk = model.get_layer(BACKBONE_NAME)
+    if unfreeze == 0:
+        trunk.trainable = False
+        return 0
+    trunk.trainable = True
+    groups = bspec.layer_groups
+    chosen = groups if unfreeze < 0 else groups[max(0, len(groups) - unfreeze):]
+    count = 0
+    for layer in trunk.layers:
+        hit = any(layer.name.startswith(prefix) for prefix in chosen)
+        layer.trainable = hit and not isinstance(layer, keras.layers.BatchNormalization)
+        count += int(layer.trainable and bool(layer.weights))
+    return count
+
+
+def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: float,
+               epochs: int) -> pd.DataFrame:
+    """Fit ``model`` on the augmented image stream; resumable; returns the stage history."""
+    import keras
+
+    from skinlesion.data.pipeline import training_stream
+
+    cfg = ctx.cfg
+    n_train = len(ctx.splits.train)
+    spe = steps(n_train, ctx.global_batch)
+    backup = ctx.checkpoints / f"backup_{stage}"
+    hist_path = ctx.checkpoints / f"history_{stage}.csv"
+    start = _restored_epoch(backup)
+    best_so_far = _truncate_history(hist_path, start, cfg.monitor)
+    if start:
+        ctx.say(f"{stage}: resuming at epoch {start + 1}/{epochs}")
+    trainable = set_trainable(model, ctx.bspec, unfreeze)
+    ctx.say(f"{stage}: {epochs} epochs, {trainable} trainable backbone layers, lr {lr * ctx.lr_scale:g}")
+    with ctx.strategy.scope():
+        schedule = make_schedule(cfg, lr * ctx.lr_scale, spe, epochs)
+        model.compile(optimizer=make_optimizer(cfg, schedule), loss=make_loss(cfg),
+                      metrics=make_metrics(), jit_compile=cfg.jit)
+    stream = training_stream(
+        ctx.base_train, n_train, batch_size=ctx.global_batch, seed=cfg.seed, start_epoch=start,
+        epochs=epochs, augment=cfg.augment, shuffle_buffer=cfg.shuffle_buffer,
+        balanced=cfg.imbalance == "balanced_sampling")
+    best_pattern = f"best_{stage}-epoch{{epoch:03d}}.weights.h5"
+    for stale in ctx.checkpoints.glob(f"best_{stage}-epoch*.weights.h5"):
+        if _epoch_of(stale) > start:  # written by epochs the resumed run will redo
+            stale.unlink()
+    mode = monitor_mode(cfg.monitor)
+    # Order matters: the backup is written last, so an epoch it covers has its
+    # checkpoint and history row complete.
+    callbacks: list[Any] = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(
+            str(ctx.checkpoints / best_pattern), monitor=cfg.monitor, mode=mode,
+            save_best_only=True, save_weights_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.CSVLogger(str(hist_path), append=True),
+        keras.callbacks.TensorBoard(str(ctx.run_dir / LOGS_DIR / stage)),
+    ]
+    if cfg.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode,
+                                                       patience=cfg.patience))
+    if cfg.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, mode=mode,
+                                                           factor=0.3, patience=2))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
+    cw = class_weights(ctx.splits.y_train) if cfg.imbalance == "class_weight" else None
+    if start < epochs:
+        model.fit(stream, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
+                  validation_data=ctx.val_batches(), class_weight=cw, callbacks=callbacks,
+                  verbose=ctx.verbose, shuffle=False)
+    history = pd.read_csv(hist_path) if hist_path.is_file() else pd.DataFrame()
+    _check_finite(history.to_dict("list"), stage)
+    best = sorted(ctx.checkpoints.glob(f"best_{stage}-epoch*.weights.h5"), key=_epoch_of)
+    if best:
+        model.load_weights(best[-1])
+        for old in best[:-1]:
+            old.unlink()
+    history.attrs["stage"] = stage
+    return history
+
+
+def _restored_epoch(backup: Path) -> int:
+    meta = backup / "training_metadata.json"
+    if not meta.is_file():
+        return 0
+    try:
+        return int(json.loads(meta.read_text())["epoch"])
+    except (ValueError, KeyError, json.JSONDecodeError):
+        return 0
+
+
+def _truncate_history(path: Path, start: int, monitor: str) -> float | None:
+    """Drop history rows of epochs ≥ start (they will be redone); return the best monitor so far."""
+    if not path.is_file():
+        return None
+    if start == 0:
+        path.unlink()
+        return None
+    hist = pd.read_csv(path)
+    hist = hist[hist["epoch"] < start].drop_duplicates("epoch", keep="last")
+    with atomic_path(path) as tmp:
+        hist.to_csv(tmp, index=False)
+    if monitor not in hist or hist.empty:
+        return None
+    values = hist[monitor].to_numpy(float)
+    return float(np.nanmin(values) if monitor_mode(monitor) == "min" else np.nanmax(values))
+
+
+def _epoch_of(path: Path) -> int:
+    return int(path.name.split("epoch")[1].split(".")[0])
+
+
+# === History and checks ===========================================================
+
+def combine_histories(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One table over all stages with ``stage`` and a global ``epoch`` column."""
+    parts = []
+    offset = 0
+    for frame, name in zip(frames, _stage_names(frames), strict=True):
+        if frame is None or frame.empty:
+            continue
+        f = frame.copy()
+        f.insert(0, "stage", name)
+        f["epoch"] = np.arange(len(f)) + offset
+        offset += len(f)
+        parts.append(f)
+    if not parts:
+        return pd.DataFrame(columns=["stage", "epoch"])
+    out = pd.concat(parts, ignore_index=True)
+    first = ["stage", "epoch"]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
+def _stage_names(frames: list[pd.DataFrame]) -> list[str]:
+    return [str(getattr(f, "attrs", {}).get("stage", f"stage{i + 1}")) for i, f in enumerate(frames)]
+
+
+def best_of(history: pd.DataFrame, monitor: str) -> tuple[int, float | None]:
+    """Global epoch and value of the best ``monitor`` in the combined history."""
+    if history.empty or monitor not in history:
+        return -1, None
+    values = history[monitor].to_numpy(float)
+    if not np.isfinite(values).any():
+        return -1, None
+    idx = int(np.nanargmin(values) if monitor_mode(monitor) == "min" else np.nanargmax(values))
+    return int(history["epoch"].iloc[idx]), float(values[idx])
+
+
+def _check_finite(history: dict[str, Any], stage: str) -> None:
+    loss = history.get("loss", [])
+    if any(not math.isfinite(float(v)) for v in loss):
+        raise _diverged(f"the {stage} stage")
+
+
+def _diverged(where: str) -> Exception:
+    from skinlesion.training.trainer import TrainingDivergedError
+
+    return TrainingDivergedError(
+        f"training diverged: the loss became NaN/Inf in {where}. Lower the learning rate "
+        "(--head-lr / --finetune-lr), keep --precision float32, and check the input images "
+        "(`skinlesion prepare` lists unreadable ones)."
+    )
+
+
+def save_state(ctx: StageContext, **state: Any) -> None:
+    """Record stage progress in checkpoints/state.json."""
+    atomic_write_json(ctx.checkpoints / "state.json", state)
