@@ -1,0 +1,466 @@
+"""``evaluate_run``: score a run on a manifest split and write metrics, plots and the report.
+
+The orchestrator reads like a table of contents::
+
+    load the run and the manifest split → predict every image (errors kept aside)
+    → choose the operating threshold (stored, fixed, or fitted on the *validation* split)
+    → compute every metric (:func:`evaluate_predictions`) → write RUN_DIR/eval/
+
+:func:`evaluate_predictions` is the pure core: it needs only a table of labels and
+probabilities (plus optional subgroup columns), so it is tested without a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from skinlesion import INTENDED_USE, __version__
+from skinlesion.data.manifest import (
+    manifest_fingerprint,
+    manifest_path,
+    read_manifest,
+    resolve_paths,
+)
+from skinlesion.evaluation.bootstrap import DEFAULT_REPLICATES, stratified_bootstrap
+from skinlesion.evaluation.calibration import DEFAULT_BINS, calibration_summary
+from skinlesion.evaluation.metrics import (
+    PAUC_MIN_TPR,
+    EvalResult,
+    UndefinedMetricError,
+    as_arrays,
+    auc_above_sensitivity,
+    average_precision,
+    brier_score,
+    class_counts,
+    collect,
+    json_safe,
+    partial_auc_above_tpr,
+    roc_auc,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+    threshold_metrics,
+)
+from skinlesion.evaluation.operating_point import (
+    ThresholdRule,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
+from skinlesion.evaluation.subgroups import MIN_PER_CLASS, subgroup_metrics
+from skinlesion.runspec import CONFIG_FILE, EVAL_DIR, ModelSpec, require_run
+from skinlesion.utils.atomic import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
+
+if TYPE_CHECKING:
+    from skinlesion.inference.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+SPLIT_CHOICES: tuple[str, ...] = ("test", "val", "train", "all")
+SENSITIVITY_TARGETS: tuple[float, ...] = (0.90, 0.95)
+SPECIFICITY_TARGETS: tuple[float, ...] = (0.90,)
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "image_id", "label", "probability", "decision", "diagnosis", "source", "sex", "age", "site",
+    "split", "path",
+)
+ROC_BAND_POINTS = 101
+SCHEMA_VERSION = 1
+
+Progress = Callable[[int], None]
+
+
+# === The pure core ===
+
+
+def evaluate_predictions(df: pd.DataFrame, threshold: float, *,
+                         bootstrap: int = DEFAULT_REPLICATES, seed: int = 0,
+                         errors: pd.DataFrame | None = None,
+                         operating_point: dict[str, Any] | None = None,
+                         class_names: tuple[str, str] = ("benign", "malignant"),
+                         n_bins: int = DEFAULT_BINS,
+                         min_per_class: int = MIN_PER_CLASS) -> EvalResult:
+    """Every metric of the report, from a table of labels and probabilities.
+
+    Args:
+        df: One row per scored image: ``label`` (0/1), ``probability`` and optionally
+            ``image_id``, ``source``, ``sex``, ``age``, ``site`` (subgroups) and ``path``.
+        threshold: Operating threshold; ``probability >= threshold`` is called malignant.
+        bootstrap: Stratified bootstrap replicates for the confidence intervals (0 = none).
+        seed: Bootstrap seed.
+        errors: Images that could not be scored (listed, never scored).
+        operating_point: How ``threshold`` was chosen (merged into ``operating_point``).
+        class_names: Names of class 0 and 1, used for ``decision``.
+        n_bins: Reliability bins.
+        min_per_class: Subgroups with fewer cases of a class are flagged too small.
+
+    Returns:
+        The :class:`EvalResult` (not yet written anywhere).
+    """
+    y, p = as_arrays(df["label"], df["probability"])
+    predictions = _with_decisions(df, threshold, class_names)
+    metrics: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "intended_use": INTENDED_USE,
+        "operating_point": {"threshold": float(threshold), "rule": "given",
+                            **(operating_point or {})},
+        "counts": class_counts(y),
+        "ranking": ranking_metrics(y, p),
+        "at_threshold": threshold_metrics(y, p, threshold),
+        "fixed_rates": fixed_rate_metrics(y, p),
+        "calibration": {**calibration_summary(y, p, n_bins)},
+    }
+    collect(metrics["calibration"], "brier", brier_score, y, p)
+    curves: dict[str, Any] = {}
+    metrics["bootstrap"] = _bootstrap_block(y, p, threshold, bootstrap, seed, metrics, curves)
+    metrics["subgroups"] = subgroup_metrics(df, threshold, n_boot=bootstrap, seed=seed,
+                                            min_per_class=min_per_class)
+    errors = _error_table(errors)
+    metrics["errors"] = {"count": len(errors),
+                         "images": errors[["image_id", "path", "error"]].to_dict("records")}
+    return EvalResult(metrics=json_safe(metrics), predictions=predictions, errors=errors,
+                      curves=curves)
+
+
+def ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    """Threshold-free metrics: ROC AUC, partial AUCs above 80 % TPR, average precision."""
+    out: dict[str, Any] = {}
+    collect(out, "roc_auc", roc_auc, y, p)
+    collect(out, "pauc_tpr80", partial_auc_above_tpr, y, p, PAUC_MIN_TPR)
+    collect(out, "auc_sens_80", auc_above_sensitivity, y, p, PAUC_MIN_TPR)
+    collect(out, "average_precision", average_precision, y, p)
+    return out
+
+
+def fixed_rate_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    """Specificity at fixed sensitivities and sensitivity at fixed specificities."""
+    out: dict[str, Any] = {}
+    for target in SENSITIVITY_TARGETS:
+        collect(out, f"specificity_at_sensitivity_{target:.2f}", specificity_at_sensitivity,
+                y, p, target)
+    for target in SPECIFICITY_TARGETS:
+        collect(out, f"sensitivity_at_specificity_{target:.2f}", sensitivity_at_specificity,
+                y, p, target)
+    return out
+
+
+def _bootstrap_block(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int, seed: int,
+                     metrics: dict[str, Any], curves: dict[str, Any]) -> dict[str, Any]:
+    if n_boot <= 0:
+        return {"replicates": 0, "skipped": "bootstrap disabled (--bootstrap 0)"}
+    try:
+        boot = stratified_bootstrap(y, p, threshold=threshold, n_boot=n_boot, seed=seed,
+                                    roc_points=ROC_BAND_POINTS)
+    except UndefinedMetricError as exc:
+        return {"replicates": 0, "skipped": str(exc)}
+    summary = boot.summary()
+    metrics["ranking"]["roc_auc_ci95"] = summary["roc_auc_ci"]
+    metrics["at_threshold"]["sensitivity_ci95"] = summary["sensitivity_ci"]
+    metrics["at_threshold"]["specificity_ci95"] = summary["specificity_ci"]
+    curves["roc_band"] = boot.roc_band()
+    curves["operating_ci"] = {k: summary[k] for k in ("sensitivity_ci", "specificity_ci")}
+    return {k: summary[k] for k in ("method", "replicates", "seed", "confidence")}
+
+
+def _with_decisions(df: pd.DataFrame, threshold: float,
+                    class_names: tuple[str, str]) -> pd.DataFrame:
+    out = df.copy()
+    out["decision"] = np.where(out["probability"].to_numpy(dtype=float) >= threshold,
+                               class_names[1], class_names[0])
+    first = [c for c in PREDICTION_COLUMNS if c in out.columns]
+    return out[first + [c for c in out.columns if c not in first]].reset_index(drop=True)
+
+
+def _error_table(errors: pd.DataFrame | None) -> pd.DataFrame:
+    cols = ["image_id", "path", "label", "error"]
+    if errors is None or errors.empty:
+        return pd.DataFrame(columns=cols)
+    out = errors.copy()
+    for c in cols:
+        if c not in out:
+            out[c] = ""
+    return out[cols].reset_index(drop=True)
+
+
+def confident_errors(predictions: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Misclassified images, false negatives first (lowest P(malignant) first), then false
+    positives (highest first): the errors the model was most sure about."""
+    p = predictions["probability"].to_numpy(dtype=float)
+    y = predictions["label"].to_numpy(dtype=int)
+    fn = predictions[(y == 1) & (p < threshold)].sort_values("probability", kind="stable")
+    fp = predictions[(y == 0) & (p >= threshold)].sort_values("probability", ascending=False,
+                                                              kind="stable")
+    return pd.concat([fn.assign(kind="FN"), fp.assign(kind="FP")], ignore_index=True)
+
+
+# === Choosing the operating threshold ===
+
+
+def choose_operating_point(rule: ThresholdRule, spec: ModelSpec, split: str,
+                           validation: Callable[[], pd.DataFrame] | None) -> dict[str, Any]:
+    """Resolve ``rule`` to a threshold and say how it was chosen.
+
+    Args:
+        rule: The parsed ``--threshold``.
+        spec: The run's model spec (``stored`` reads its threshold).
+        split: The split being evaluated (to warn when the threshold saw these images).
+        validation: Returns the scored validation images (``label``, ``probability``); only
+            called for rules fitted on data.
+
+    Returns:
+        ``threshold``, ``rule``, ``description``, ``chosen_on`` and possibly ``warning``.
+
+    Raises:
+        ValueError: if a fitted rule has no usable validation images.
+    """
+    out: dict[str, Any] = {"rule": str(rule)}
+    if rule.kind == "stored":
+        out.update(threshold=float(spec.threshold), chosen_on="model_spec.json",
+                   description=f"stored with the run: {spec.threshold_rule}")
+    elif rule.kind == "value":
+        out.update(threshold=float(rule.target or 0.0), chosen_on="command line",
+                   description=f"fixed at {rule.target:g} on the command line")
+    else:
+        if validation is None:
+            raise ValueError(f"threshold rule {rule} needs validation predictions")
+        val = validation()
+        y, p = as_arrays(val["label"], val["probability"])
+        if y.sum() == 0 or y.sum() == y.size:
+            raise ValueError(f"threshold rule {rule} needs malignant and benign images in the "
+                             f"validation split; it has {int(y.sum())} malignant of {y.size}")
+        if rule.kind == "youden":
+            t = youden_threshold(y, p)
+            how = "maximises Youden's J (sensitivity + specificity − 1)"
+        else:
+            t = threshold_for_sensitivity(y, p, float(rule.target or 0.0))
+            how = f"highest threshold reaching sensitivity ≥ {rule.target:g}"
+        out.update(threshold=float(t), chosen_on="val",
+                   description=f"{how} on the validation split ({y.size} images, "
+                               f"{int(y.sum())} malignant)")
+    warning = _split_warning(split, rule)
+    if warning:
+        out["warning"] = warning
+    return out
+
+
+def _split_warning(split: str, rule: ThresholdRule) -> str | None:
+    if split == "train":
+        return "Evaluated on the training split: every number here is optimistic."
+    if split in ("val", "all") and rule.kind != "value":
+        return ("The threshold was chosen on the validation split, which is part of the "
+                "images evaluated here: rates at the threshold are optimistic.")
+    if split == "all":
+        return "Includes training images: every number here is optimistic."
+    return None
+
+
+# === Predicting a manifest split ===
+
+
+def select_split(manifest: pd.DataFrame, split: str, where: str = "manifest") -> pd.DataFrame:
+    """Rows of ``split`` (``all`` = every row).
+
+    Raises:
+        ValueError: for an unknown split name or an empty selection.
+    """
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"unknown split {split!r}; choose one of {list(SPLIT_CHOICES)}")
+    rows = manifest if split == "all" else manifest[manifest["split"] == split]
+    if rows.empty:
+        counts = manifest["split"].value_counts().to_dict()
+        raise ValueError(f"{where}: no images in split {split!r} (splits: {counts})")
+    return rows.reset_index(drop=True)
+
+
+def predict_manifest(predictor: Predictor, rows: pd.DataFrame, data_dir: str | os.PathLike[str],
+                     *, tta: int = 1, batch_size: int = 32,
+                     progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score the manifest ``rows``; returns ``(scored, errors)``.
+
+    ``scored`` is ``rows`` plus ``probability`` and ``file`` (absolute path) for every image
+    that could be read; ``errors`` holds ``image_id``, ``path``, ``label``, ``error`` for the
+    rest (one bad image never stops the evaluation, and none is silently dropped).
+    """
+    files = resolve_paths(rows, data_dir)
+    results = predictor.predict_files(files, tta=tta, batch_size=batch_size, progress=progress)
+    out = rows.copy()
+    out["file"] = files
+    out["probability"] = [r.probability for r in results]
+    out["error"] = [r.error for r in results]
+    failed = out["error"].notna()
+    for _, row in out[failed].iterrows():
+        logger.warning("%s: not scored (%s)", row["file"], row["error"])
+    scored = out[~failed].drop(columns=["error"]).reset_index(drop=True)
+    scored["probability"] = scored["probability"].astype(float)
+    return scored, out.loc[failed, ["image_id", "path", "label", "error"]].reset_index(drop=True)
+
+
+# === The orchestrator ===
+
+
+def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], *,
+                 split: str = "test", threshold: str | float | ThresholdRule = "stored",
+                 tta: int = 1, bootstrap: int = DEFAULT_REPLICATES,
+                 out: str | os.PathLike[str] | None = None, seed: int = 0,
+                 batch_size: int = 32, progress: Progress | None = None,
+                 predictor: Predictor | None = None) -> EvalResult:
+    """Evaluate a trained run on a manifest split and write ``RUN_DIR/eval/`` (or ``out``).
+
+    Args:
+        run_dir: A finished training run (``model.keras`` + ``model_spec.json``).
+        data_dir: Prepared data folder holding ``manifest.csv`` (or the CSV itself).
+        split: ``test`` (default), ``val``, ``train`` or ``all``.
+        threshold: ``stored``, ``youden``, ``sens=X`` or a number; ``youden`` and ``sens=X``
+            are fitted on the manifest's validation split, never on the evaluated images.
+        tta: Dihedral test-time-augmentation views averaged (1, 2, 4 or 8).
+        bootstrap: Replicates of the stratified bootstrap (0 disables the intervals).
+        out: Output folder (default ``RUN_DIR/eval``).
+        seed: Bootstrap seed.
+        batch_size: Images per forward pass.
+        progress: Called with the number of images just scored.
+        predictor: An already loaded predictor for ``run_dir`` (else loaded here).
+
+    Returns:
+        The result, with ``files`` naming everything written (``report`` = report.html).
+
+    Raises:
+        RunError: if ``run_dir`` is not a finished run.
+        ManifestError: if the manifest is missing or invalid.
+        ValueError: on an unknown split, an empty split or an unusable threshold rule.
+    """
+    from skinlesion.inference.predictor import Predictor
+
+    run = require_run(run_dir)
+    rule = ThresholdRule.parse(threshold)
+    manifest = read_manifest(data_dir)
+    rows = select_split(manifest, split, where=str(manifest_path(data_dir)))
+    predictor = predictor or Predictor.from_run(run)
+    spec = predictor.spec
+
+    scored, errors = predict_manifest(predictor, rows, data_dir, tta=tta,
+                                      batch_size=batch_size, progress=progress)
+    if scored.empty:
+        raise ValueError(f"none of the {len(rows)} images of split {split!r} could be read; "
+                         f"first error: {errors['error'].iloc[0]}")
+
+    def validation() -> pd.DataFrame:
+        if split in ("val", "all"):
+            return scored[scored["split"] == "val"]
+        val_rows = select_split(manifest, "val", where=str(manifest_path(data_dir)))
+        return predict_manifest(predictor, val_rows, data_dir, tta=tta,
+                                batch_size=batch_size)[0]
+
+    operating = choose_operating_point(rule, spec, split, validation)
+    result = evaluate_predictions(scored, operating["threshold"], bootstrap=bootstrap, seed=seed,
+                                  errors=errors, operating_point=operating,
+                                  class_names=_class_names(spec))
+    result.metrics.update(json_safe({
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "evaluator": f"skinlesion {__version__}",
+        "tta": tta,
+        "run": describe_run(run, spec),
+        "data": describe_data(data_dir, split, rows, scored, errors),
+    }))
+    return write_evaluation(result, Path(out) if out is not None else run / EVAL_DIR)
+
+
+def _class_names(spec: ModelSpec) -> tuple[str, str]:
+    names = list(spec.class_names)
+    return (names[0], names[1]) if len(names) == 2 else ("benign", "malignant")
+
+
+def describe_run(run: Path, spec: ModelSpec) -> dict[str, Any]:
+    """The model card's model half: spec fields and the training config, if saved."""
+    info: dict[str, Any] = {
+        "run_dir": str(run.resolve()), "model_id": spec.model_id, "backbone": spec.backbone,
+        "input_size": spec.input_size, "preprocessing": spec.preprocessing,
+        "class_names": list(spec.class_names), "stored_threshold": spec.threshold,
+        "stored_threshold_rule": spec.threshold_rule, "youden_threshold": spec.youden_threshold,
+        "inconclusive_band": spec.inconclusive_band, "created": spec.created,
+        "code_version": spec.code_version, "training_data_fingerprint": spec.data_fingerprint,
+        "val_metrics": spec.val_metrics, "versions": spec.versions,
+    }
+    info["training_config"] = read_training_config(run)
+    return info
+
+
+def read_training_config(run: Path) -> dict[str, Any] | None:
+    """``RUN_DIR/config.yaml`` as a dict, or ``None`` if absent or unreadable."""
+    import yaml
+
+    path = run / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        logger.warning("%s: cannot read the training config (%s)", path, exc)
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def describe_data(data_dir: str | os.PathLike[str], split: str, rows: pd.DataFrame,
+                  scored: pd.DataFrame, errors: pd.DataFrame) -> dict[str, Any]:
+    """The model card's data half: manifest, fingerprint, split, counts and sources."""
+    sources = []
+    if "source" in scored and (scored["source"].astype(str) != "").any():
+        for name, grp in scored.groupby(scored["source"].astype(str).replace("", "(unknown)")):
+            sources.append({"source": name, "n": len(grp), "n_positive": int(grp["label"].sum()),
+                            "prevalence": float(grp["label"].mean())})
+        sources.sort(key=lambda s: -s["n"])
+    return {
+        "manifest": str(manifest_path(data_dir).resolve()),
+        "manifest_sha256": manifest_fingerprint(data_dir),
+        "split": split, "n_images": len(rows), "n_scored": len(scored), "n_errors": len(errors),
+        "sources": sources,
+    }
+
+
+# === Writing the evaluation folder ===
+
+
+def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str], *,
+                     gallery_size: int = 12) -> EvalResult:
+    """Write metrics.json, predictions.csv, errors.csv (if any), the PNG plots and report.html.
+
+    Every file is written atomically; ``result.files`` and ``result.out_dir`` are set.
+    """
+    from skinlesion.evaluation.plots import evaluation_figures, figure_png
+    from skinlesion.evaluation.report import render_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    figures = {name: figure_png(fig) for name, fig in
+               evaluation_figures(result, confident_errors(result.predictions, result.threshold),
+                                  gallery_size=gallery_size).items()}
+    for name, png in figures.items():
+        files[name] = atomic_write_bytes(out / f"{name}.png", png)
+    files["predictions"] = _write_csv(
+        result.predictions.drop(columns=["file"], errors="ignore"), out / "predictions.csv")
+    if not result.errors.empty:
+        files["errors"] = _write_csv(result.errors, out / "errors.csv")
+    files["metrics"] = out / "metrics.json"
+    files["report"] = out / "report.html"
+    result.metrics["files"] = {k: v.name for k, v in files.items()}
+    atomic_write_json(files["metrics"], result.metrics)
+    atomic_write_text(files["report"], render_report(result, figures))
+    result.out_dir, result.files = out, files
+    logger.info("wrote %s", files["report"])
+    return result
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, lineterminator="\n")
+    return path
