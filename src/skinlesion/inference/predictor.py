@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     import keras
     from PIL import Image
 
+    from skinlesion.inference.gradcam import GradCam
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -174,6 +176,7 @@ class Predictor:
                            f"{self.input_size}")
         self._lock = threading.RLock()
         self._forward: Callable[[Any], Any] | None = None
+        self._cam: GradCam | None = None
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike[str]) -> Predictor:
@@ -286,6 +289,26 @@ class Predictor:
     def predict_array(self, image: np.ndarray, *, tta: int = 1) -> float:
         """P(malignant) for one model-sized image ``(S, S, 3)``."""
         return float(self.predict_arrays(np.asarray(image)[None], tta=tta)[0])
+
+    # --- heatmaps ---
+
+    @property
+    def gradcam(self) -> GradCam:
+        """Grad-CAM at the spec's ``last_conv_layer``, built on first use.
+
+        Raises:
+            GradCamError: if the model's structure does not allow it.
+        """
+        with self._lock:
+            if self._cam is None:
+                from skinlesion.inference.gradcam import GradCam
+
+                self._cam = GradCam.from_predictor(self)
+            return self._cam
+
+    def heatmaps(self, images: np.ndarray) -> np.ndarray:
+        """Grad-CAM maps ``(N, S, S)`` in [0, 1] for model-sized images (identity view)."""
+        return self.gradcam.heatmaps(images)
 
     # --- files and bytes ---
 

@@ -1,0 +1,213 @@
+"""Grad-CAM heatmaps: where in the image the model's malignant score comes from.
+
+Grad-CAM (Selvaraju et al., 2017) weights each channel of a convolutional feature
+map by the spatial mean of the gradient of the class score with respect to it,
+sums, and keeps the positive part. Here the score is the head's *logit* for
+"malignant" (not the sigmoid probability, whose gradient vanishes when the model
+is confident) and the feature map is ``ModelSpec.last_conv_layer`` inside the nested
+``backbone`` trunk. The trunk is rebuilt as a two-output model (that layer's output
+and the trunk's output) on the same weights; the classifier's own ``preprocess``,
+``pool``, ``dropout`` (inference mode) and ``head`` layers finish the forward pass, so
+the heatmap explains exactly the model that predicts.
+
+    cam = GradCam.from_predictor(predictor)
+    heat = cam.heatmaps(x)                     # (N, S, S) in [0, 1]
+    save_png("cam.png", overlay(photo, heat[0]))
+
+Heatmaps are computed on the identity view only, whatever TTA the prediction used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from skinlesion.models.classifier import (
+    BACKBONE_NAME,
+    DROPOUT_NAME,
+    HEAD_NAME,
+    POOL_NAME,
+    PREPROCESS_NAME,
+)
+from skinlesion.utils.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import keras
+
+    from skinlesion.inference.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CMAP = "jet"
+DEFAULT_ALPHA = 0.45
+
+
+class GradCamError(ValueError):
+    """A model whose structure does not allow Grad-CAM (missing layer, subclassed trunk)."""
+
+
+class GradCam:
+    """Grad-CAM for a ``build_classifier`` model.
+
+    Args:
+        model: The classifier (layers ``preprocess``, ``backbone``, ``pool``, ``dropout``, ``head``).
+        layer_name: Layer inside the ``backbone`` trunk whose output is explained. Defaults to
+            the registry's ``last_conv_layer`` for the trunk (pass the spec's value).
+
+    Raises:
+        GradCamError: if the model lacks a named part or the layer is not in the trunk.
+    """
+
+    def __init__(self, model: keras.Model, layer_name: str) -> None:
+        import keras
+        import tensorflow as tf
+
+        try:
+            self._pre = model.get_layer(PREPROCESS_NAME)
+            trunk = model.get_layer(BACKBONE_NAME)
+            self._pool = model.get_layer(POOL_NAME)
+            self._dropout = model.get_layer(DROPOUT_NAME)
+            head = model.get_layer(HEAD_NAME)
+        except ValueError as exc:
+            raise GradCamError(f"Grad-CAM needs a skinlesion classifier: {exc}") from exc
+        try:
+            conv = trunk.get_layer(layer_name)
+        except ValueError as exc:
+            names = [layer.name for layer in trunk.layers[-8:]]
+            raise GradCamError(f"layer {layer_name!r} is not in the backbone {trunk.name!r} "
+                               f"(its last layers: {names})") from exc
+        try:
+            # Same layers, same weights: a view of the trunk with a second output.
+            self._trunk = keras.Model(trunk.inputs, [conv.output, trunk.output],
+                                      name="gradcam_trunk")
+        except (AttributeError, ValueError) as exc:
+            raise GradCamError(f"backbone {trunk.name!r} is not a functional model; "
+                               f"Grad-CAM cannot reach layer {layer_name!r} ({exc})") from exc
+        self.layer_name = layer_name
+        self.input_size = int(model.inputs[0].shape[1])
+        self._kernel = head.kernel
+        self._bias = head.bias
+        self._lock = threading.Lock()
+        size = self.input_size
+        spec = tf.TensorSpec((None, size, size, 3), tf.float32)
+        self._compute = tf.function(self._graph, input_signature=[spec])
+
+    @classmethod
+    def from_predictor(cls, predictor: Predictor) -> GradCam:
+        """Grad-CAM for a loaded run, at the layer its spec names (or the registry's default)."""
+        layer = predictor.spec.last_conv_layer
+        if not layer:
+            from skinlesion.models.registry import get_backbone
+
+            layer = get_backbone(predictor.spec.backbone).last_conv_layer
+        return cls(predictor.model, layer)
+
+    def _graph(self, images: Any) -> Any:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            feats, out = self._trunk(self._pre(images), training=False)
+            pooled = self._pool(out)
+            pooled = self._dropout(pooled, training=False)
+            # The head's logit: sigmoid would squash the gradient of confident predictions.
+            logit = tf.squeeze(tf.matmul(tf.cast(pooled, tf.float32), self._kernel) + self._bias, -1)
+        grads = tape.gradient(logit, feats)
+        feats = tf.cast(feats, tf.float32)
+        grads = tf.cast(grads, tf.float32)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # one weight per channel
+        cam = tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1))     # (N, h, w)
+        up = tf.image.resize(cam[..., None], (self.input_size, self.input_size),
+                             method="bilinear")[..., 0]
+        peak = tf.reduce_max(up, axis=(1, 2), keepdims=True)
+        # An all-zero map (nothing argues for "malignant") stays zero instead of 0/0.
+        up = tf.math.divide_no_nan(up, peak)
+        return tf.clip_by_value(up, 0.0, 1.0), tf.sigmoid(logit)
+
+    def heatmaps(self, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """Grad-CAM maps for model-sized images.
+
+        Args:
+            images: ``(N, S, S, 3)`` float 0–255 RGB (``to_model_input`` output).
+            batch_size: Images per gradient pass. Defaults to 16.
+
+        Returns:
+            ``(N, S, S)`` float32 maps in [0, 1] (1 = the strongest evidence for malignant).
+        """
+        x = np.asarray(images, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(f"expected images of shape (N, {self.input_size}, "
+                             f"{self.input_size}, 3), got {x.shape}")
+        out = []
+        with self._lock:
+            for start in range(0, len(x), batch_size):
+                cam, _ = self._compute(x[start:start + batch_size])
+                out.append(np.asarray(cam, dtype=np.float32))
+        maps = np.concatenate(out) if out else np.zeros((0, self.input_size, self.input_size),
+                                                        np.float32)
+        return np.nan_to_num(maps, nan=0.0, posinf=1.0, neginf=0.0)
+
+    def heatmap(self, image: np.ndarray) -> np.ndarray:
+        """Grad-CAM map ``(S, S)`` for one model-sized image ``(S, S, 3)``."""
+        return self.heatmaps(np.asarray(image)[None])[0]
+
+
+# === Display ===
+
+def overlay(image: Any, heatmap: np.ndarray, *, alpha: float = DEFAULT_ALPHA,
+            cmap: str = DEFAULT_CMAP, max_side: int | None = 1024) -> np.ndarray:
+    """Blend a heatmap over an image with a matplotlib colormap.
+
+    The heatmap (from the square model input) is stretched back to the image's own
+    aspect ratio: ``to_model_input`` squashes the whole image without cropping, so that
+    is the exact inverse mapping.
+
+    Args:
+        image: The photo: a PIL image or an ``(H, W, 3)`` array (uint8, or float 0–255).
+        heatmap: ``(h, w)`` map in [0, 1].
+        alpha: Weight of the heatmap colour where the map is 1 (scaled down with the map,
+            so cold regions leave the photo visible). Defaults to 0.45.
+        cmap: Matplotlib colormap name. Defaults to ``"jet"``.
+        max_side: Downscale the photo so its longer side is at most this (``None`` keeps it).
+
+    Returns:
+        ``(H', W', 3)`` uint8 RGB.
+    """
+    from matplotlib import colormaps
+    from PIL import Image
+
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(
+        np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8))
+    pil = pil.convert("RGB")
+    if max_side and max(pil.size) > max_side:
+        pil.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    w, h = pil.size
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
+    heat_img = Image.fromarray(heat, mode="F").resize((w, h), Image.Resampling.BILINEAR)
+    heat = np.clip(np.asarray(heat_img, dtype=np.float32), 0.0, 1.0)
+    colour = colormaps[cmap](heat)[..., :3] * 255.0
+    weight = (alpha * (0.25 + 0.75 * heat))[..., None]
+    base = np.asarray(pil, dtype=np.float32)
+    return np.clip(base * (1.0 - weight) + colour * weight, 0, 255).round().astype(np.uint8)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 array as PNG."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Write ``rgb`` as a PNG at ``path`` atomically."""
+    with atomic_path(path, suffix=".png") as tmp:
+        tmp.write_bytes(png_bytes(rgb))
+    return Path(path)
