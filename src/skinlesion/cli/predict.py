@@ -1,0 +1,205 @@
+"""``skinlesion predict``: P(malignant) and a decision for image files, folders and globs."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from skinlesion.cli._common import err_console, fail, print_json
+
+if TYPE_CHECKING:
+    from skinlesion.inference.predictor import PredictionRow, Predictor
+
+CSV_COLUMNS: tuple[str, ...] = ("path", "probability", "decision", "error")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``predict`` command to ``app``."""
+    app.command("predict")(predict_command)
+
+
+def _check_tta(value: int) -> int:
+    from skinlesion.inference.tta import TTA_CHOICES
+
+    if value not in TTA_CHOICES:
+        raise typer.BadParameter(f"{value}: choose one of {', '.join(map(str, TTA_CHOICES))}")
+    return value
+
+
+def predict_command(
+    run_dir: Path = typer.Argument(..., help="A finished training run (model.keras + model_spec.json).",
+                                   show_default=False),
+    inputs: list[str] = typer.Argument(..., metavar="PATH...", show_default=False,
+                                       help="Image files, folders (searched recursively) or glob "
+                                            "patterns such as 'photos/**/*.jpg'."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Write the rows to this CSV (path, probability, decision, "
+                                         "error; written atomically)."),
+    tta: int = typer.Option(1, "--tta", callback=_check_tta,
+                            help="Test-time augmentation: average 1, 2, 4 or 8 flip/transpose views."),
+    cam: Path | None = typer.Option(None, "--cam",
+                                    help="Also save a Grad-CAM heatmap overlay PNG per image here."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+) -> None:
+    """Predict P(malignant) for images with a trained run, batched, with a progress bar.
+
+    Each row holds the path, the probability, the decision at the run's stored threshold (benign / malignant, or inconclusive inside the run's optional band) and an error for a file that could not be read; one bad file never stops the others.
+
+    Exit status: 0 when at least one image was predicted, 1 when none could be, 2 when RUN_DIR is not a usable run. Research and education only: not a diagnostic device.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from skinlesion import INTENDED_USE
+    from skinlesion.inference.predictor import Predictor, find_images
+    from skinlesion.runspec import RunError
+
+    paths, problems = find_images(inputs)
+    for msg in problems:
+        err_console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+    if not paths:
+        fail("no images to predict", code=1)
+    try:
+        predictor = Predictor.from_run(run_dir)
+    except RunError as exc:
+        fail(str(exc), code=2)
+
+    cam_writer = _CamWriter(predictor, cam, batch_size) if cam is not None else None
+    rows: list[PredictionRow] = []
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True,
+                  disable=not err_console.is_terminal) as bar:
+        task = bar.add_task("predict", total=len(paths))
+        for row in predictor.iter_predict_files(paths, tta=tta, batch_size=batch_size,
+                                                progress=lambda n: bar.advance(task, n)):
+            rows.append(row)
+            if cam_writer is not None:
+                cam_writer.add(row)
+        if cam_writer is not None:
+            cam_writer.flush()
+
+    records = [_record(row, cam_writer) for row in rows]
+    if out is not None:
+        _write_csv(out, records)
+    counts = Counter(r.decision or "failed" for r in rows)
+    summary = {"images": len(rows), **{k: counts.get(k, 0) for k in
+                                       ("benign", "malignant", "inconclusive", "failed")}}
+    if as_json:
+        print_json({
+            "run": str(run_dir), "model_id": predictor.model_id, "backbone": predictor.spec.backbone,
+            "threshold": predictor.threshold, "inconclusive_band": predictor.spec.inconclusive_band,
+            "tta": tta, "intended_use": INTENDED_USE, "summary": summary, "rows": records,
+        })
+    elif out is None:
+        _print_table(records)
+    _print_summary(summary, rows, predictor, out, cam)
+    err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
+    if summary["failed"] == len(rows):
+        raise typer.Exit(1)
+
+
+# === Output ===
+
+def _record(row: PredictionRow, cams: _CamWriter | None) -> dict[str, Any]:
+    rec = row.to_dict()
+    if cams is not None:
+        rec["heatmap"] = cams.written.get(row.path)
+    return rec
+
+
+def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
+    from skinlesion.utils.atomic import atomic_path
+
+    columns = list(CSV_COLUMNS) + [k for k in (records[0] if records else {}) if k not in CSV_COLUMNS]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for rec in records:
+            writer.writerow({k: "" if rec.get(k) is None else rec[k] for k in columns})
+
+
+def _print_table(records: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("path", "probability", "decision", "error", box=None, pad_edge=False)
+    style = {"malignant": "bold red", "inconclusive": "yellow", "benign": "green"}
+    for rec in records:
+        p = rec["probability"]
+        decision = rec["decision"] or ""
+        table.add_row(rec["path"], "" if p is None else f"{p:.4f}",
+                      f"[{style.get(decision, '')}]{decision}[/]" if decision else "",
+                      rec["error"] or "")
+    Console().print(table)
+
+
+def _print_summary(summary: dict[str, int], rows: list[PredictionRow], predictor: Predictor,
+                   out: Path | None, cam: Path | None) -> None:
+    err_console.print(
+        f"{summary['images']} image(s): {summary['benign']} benign, {summary['malignant']} malignant, "
+        f"{summary['inconclusive']} inconclusive, {summary['failed']} failed "
+        f"(threshold {predictor.threshold:.3f}, model {predictor.model_id})", highlight=False)
+    failed = [r for r in rows if r.error]
+    for r in failed[:10]:
+        err_console.print(f"  [red]failed:[/] {r.path}: {r.error}", highlight=False)
+    if len(failed) > 10:
+        err_console.print(f"  … and {len(failed) - 10} more (see the error column)")
+    if out is not None:
+        err_console.print(f"wrote {out}", highlight=False)
+    if cam is not None:
+        err_console.print(f"heatmaps in {cam}", highlight=False)
+
+
+class _CamWriter:
+    """Grad-CAM overlays for predicted rows, computed in batches, saved as PNGs."""
+
+    def __init__(self, predictor: Predictor, folder: Path, batch_size: int) -> None:
+        self.predictor = predictor
+        self.folder = folder
+        self.batch_size = batch_size
+        self.pending: list[str] = []
+        self.written: dict[str, str] = {}
+        self._names: Counter[str] = Counter()
+
+    def add(self, row: PredictionRow) -> None:
+        if row.error is None:
+            self.pending.append(row.path)
+            if len(self.pending) >= self.batch_size:
+                self.flush()
+
+    def _name(self, path: str) -> Path:
+        # Same file name from two folders: keep both (a.cam.png, a-2.cam.png).
+        stem = Path(path).stem
+        self._names[stem] += 1
+        n = self._names[stem]
+        return self.folder / (f"{stem}.cam.png" if n == 1 else f"{stem}-{n}.cam.png")
+
+    def flush(self) -> None:
+        import numpy as np
+
+        from skinlesion.data.pipeline import to_model_input
+        from skinlesion.inference.gradcam import overlay, save_png
+        from skinlesion.inference.predictor import ImageError, open_rgb
+
+        photos, xs, paths = [], [], []
+        for p in self.pending:
+            try:
+                img = open_rgb(p)
+            except ImageError:  # vanished since it was predicted: the row already has a result
+                continue
+            photos.append(img)
+            xs.append(to_model_input(img, self.predictor.input_size))
+            paths.append(p)
+        self.pending = []
+        if not xs:
+            return
+        maps = self.predictor.heatmaps(np.stack(xs))
+        for p, img, heat in zip(paths, photos, maps, strict=True):
+            target = self._name(p)
+            save_png(target, overlay(img, heat))
+            self.written[p] = os.fspath(target)
