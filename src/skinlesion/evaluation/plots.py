@@ -218,7 +218,7 @@ def plot_subgroup_auc(subgroups: Mapping[str, Any], overall_auc: float | None = 
     """Forest plot: AUC and its CI for every subgroup (hollow marker = too small)."""
     rows = [(grouping["title"], row) for grouping in subgroups.get("groupings", {}).values()
             for row in grouping["groups"]]
-    ax = _axes(ax, (6.4, max(2.2, 0.32 * len(rows) + 1.2)))
+    ax = _axes(ax, (10.0, max(2.4, 0.3 * len(rows) + 1.3)))
     labels, y_pos = [], []
     for i, (title, row) in enumerate(rows):
         y_pos.append(-i)

@@ -74,6 +74,18 @@ def _ci(value: Any, digits: int = 3, percent: bool = False) -> str:
     return f"{lo:.{digits}f}–{hi:.{digits}f}"
 
 
+def _thr(value: Any) -> str:
+    # Thresholds can be tiny (an uncalibrated model): keep three significant digits.
+    return "—" if value is None else f"{float(value):.3g}"
+
+
+def _when(value: Any) -> str:
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return str(value)
+
+
 def _short_hash(value: Any) -> str:
     return str(value)[:12] if value else "—"
 
@@ -98,7 +110,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,  # a typo in the template fails, not blank cells
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(num=_num, pct=_pct, ci=_ci, short_hash=_short_hash)
+    env.filters.update(num=_num, pct=_pct, ci=_ci, thr=_thr, when=_when, short_hash=_short_hash)
     return env
 
 
