@@ -108,3 +108,29 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
               threshold_rule="fixed 0.5 (test fixture)", last_conv_layer="conv_1",
               model_id="tiny-fixture").save(run)
     return run
+
+
+def _tiny_cnn(input_shape, weights):  # type: ignore[no-untyped-def]
+    """A 2-conv trunk with well-scaled random features (random-init ImageNet nets vanish)."""
+    import keras
+
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="block1_conv")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="block2_conv")(x)
+    return keras.Model(inputs, x, name="tiny_cnn")
+
+
+def _register_test_backbones() -> None:
+    from skinlesion.models.registry import BackboneSpec, list_backbones, register_backbone
+
+    if "test_tiny_cnn" in list_backbones():
+        return
+    register_backbone(BackboneSpec(
+        name="test_tiny_cnn", constructor=_tiny_cnn, input_size=32, preprocessing="unit",
+        feature_dim=16, last_conv_layer="block2_conv", layer_groups=("block1", "block2"),
+        weights_source="random init (tests only)", family="test",
+        weights_status=lambda: "unavailable",
+    ))
+
+
+_register_test_backbones()

@@ -18,6 +18,8 @@ from skinlesion import INTENDED_USE, __version__
 # Order = order in `skinlesion --help`. Each name is a module skinlesion.cli.<name>.
 _COMMAND_MODULES: tuple[str, ...] = (
     "data",
+    "download",
+    "train",
     "evaluate",
     "predict",
 )
