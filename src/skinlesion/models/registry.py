@@ -47,7 +47,9 @@ class BackboneSpec:
         family: ``"keras.applications"`` or ``"efficientnet_lite"``.
         weights_status: ``() -> str`` telling whether ImageNet weights are available now:
             ``"installed"``, ``"cached"``, ``"download"`` or ``"unavailable"``.
-        extra: Free-form notes (licence, paper) shown by ``skinlesion backbones``.
+        extra: Free-form notes (licence, paper) shown by ``skinlesion backbones``;
+            ``extra["params"]`` is the trunk's parameter count (checked by a test).
+        min_input_size: Smallest square input the architecture accepts. Defaults to 32.
     """
 
     name: str
@@ -61,6 +63,33 @@ class BackboneSpec:
     family: str
     weights_status: Callable[[], str]
     extra: dict[str, Any] = field(default_factory=dict)
+    min_input_size: int = 32
+
+    def layer_group(self, layer_name: str) -> int | None:
+        """Index in ``layer_groups`` of the group that ``layer_name`` belongs to.
+
+        The *longest* matching prefix wins, so nested names resolve to their own
+        block (MobileNetV3: ``conv_1_bn`` is in ``conv_1``, not the stem's ``conv``;
+        ``expanded_conv_10_add`` in ``expanded_conv_10_``, not ``expanded_conv_1_``).
+        Returns None for a name no prefix matches.
+        """
+        best: int | None = None
+        for i, prefix in enumerate(self.layer_groups):
+            if layer_name.startswith(prefix) and (
+                best is None or len(prefix) > len(self.layer_groups[best])
+            ):
+                best = i
+        return best
+
+    def top_group_layers(self, trunk: keras.Model, n: int) -> list[keras.Layer]:
+        """The trunk's layers in the last ``n`` groups (what staged fine-tuning unfreezes)."""
+        first = len(self.layer_groups) - max(0, n)
+        out = []
+        for layer in trunk.layers:
+            group = self.layer_group(layer.name)
+            if group is not None and group >= first:
+                out.append(layer)
+        return out
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
