@@ -22,6 +22,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "evaluate",
     "predict",
+    "backbones",
 )
 
 app = typer.Typer(

