@@ -23,6 +23,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "predict",
     "backbones",
+    "serve",
 )
 
 app = typer.Typer(

@@ -1,0 +1,1 @@
+"""The HTTP service (FastAPI + uvicorn) and its web page."""

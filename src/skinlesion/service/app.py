@@ -1,0 +1,396 @@
+"""The HTTP service: ``POST /v1/predict`` with a web page at ``/``.
+
+    app = create_app("runs/effnet")            # or create_app(predictor)
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Endpoints (OpenAPI docs at ``/docs``):
+
+* ``POST /v1/predict`` — multipart field ``image`` (JPEG, PNG, TIFF, WebP, BMP or GIF;
+  the type is sniffed from the bytes, never the name); options ``heatmap`` and ``tta``
+  as query parameters or form fields. Answers P(malignant), the decision at the
+  run's threshold, the model id, the intended-use statement and, on request, a
+  Grad-CAM overlay as a base64 PNG.
+* ``GET /v1/health`` — liveness and whether the model is loaded.
+* ``GET /v1/model`` — the model card: the run's spec, intended use, limits.
+* ``GET /`` — the web page (vanilla HTML/JS/CSS from ``service/static``).
+
+Safety: uploads over ``max_upload_mb`` are refused with 413 *before* the body is
+read (``Content-Length``) or as soon as the streamed bytes pass the limit
+(chunked uploads); images over ``max_pixels`` (decompression bombs) and anything
+that is not an image get 422; every error is JSON ``{"detail": ...}``. The server
+only ever reads the uploaded bytes — a client-sent file name is a label, never a
+path. Inference runs in worker threads (the event loop stays free) through the
+Predictor's lock; at most ``max_pending`` requests wait, beyond that 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from skinlesion import INTENDED_USE, __version__
+
+if TYPE_CHECKING:
+    from skinlesion.inference.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PREDICT_PATH = "/v1/predict"
+DEFAULT_MAX_UPLOAD_MB = 20.0
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Service pixel limit: 50 MP (ISIC 2020's largest photos are 24 MP); a 50 MP RGB decode
+needs 150 MB, so a few concurrent uploads cannot exhaust memory."""
+HEATMAP_MAX_SIDE = 512
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+# === Response models (they document the API in /docs) ===
+
+class Prediction(BaseModel):
+    """The answer of ``POST /v1/predict``."""
+
+    probability: float = Field(..., ge=0.0, le=1.0, description="P(malignant) in [0, 1].")
+    decision: str = Field(..., description="benign, malignant or inconclusive, at the run's threshold.")
+    threshold: float = Field(..., description="The decision threshold on the probability.")
+    inconclusive_band: float = Field(..., description="Half-width of the inconclusive band (0 = off).")
+    model_id: str
+    backbone: str
+    tta: int = Field(..., description="Number of flip/transpose views averaged.")
+    filename: str = Field(..., description="The upload's name, as a label only.")
+    elapsed_ms: float = Field(..., description="Server time for decoding and inference.")
+    intended_use: str
+    heatmap_png_base64: str | None = Field(
+        None, description="Grad-CAM overlay (PNG, base64) when heatmap=true.")
+
+
+class Health(BaseModel):
+    """The answer of ``GET /v1/health``."""
+
+    status: str
+    model_loaded: bool
+    model_id: str | None
+    version: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    detail: str
+
+
+# === Upload limit (pure ASGI: runs before the body is read) ===
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class UploadLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, without buffering them.
+
+    A declared ``Content-Length`` over the limit is refused at once; otherwise the
+    streamed chunks are counted and the request is cut off as soon as the count
+    passes the limit (a chunked upload, or a lying header).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_bytes
+            except ValueError:
+                await _send_json(send, 400, "invalid Content-Length header")
+                return
+            if too_big:
+                await _send_json(send, 413, self._message(int(declared)))
+                return
+
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _send_json(send, 413, self._message(seen))
+
+    def _message(self, size: int) -> str:
+        return (f"upload too large: {size:,} bytes is over the limit of {self.max_bytes:,} bytes "
+                f"({self.max_bytes / 2**20:g} MB)")
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# === App factory ===
+
+def create_app(
+    source: str | os.PathLike[str] | Predictor,
+    *,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pending: int = 16,
+    workers: int = 2,
+    warmup: bool = True,
+) -> FastAPI:
+    """Build the FastAPI app for one run.
+
+    Args:
+        source: A run directory (loaded once, at start-up) or an already loaded ``Predictor``.
+        max_upload_mb: Largest accepted request body in MB (2**20 bytes). Defaults to 20.
+        max_pixels: Largest accepted image (width × height). Defaults to 50 MP.
+        max_pending: Requests allowed to wait for or run inference at once; more get 503.
+            Defaults to 16.
+        workers: Threads decoding and predicting in parallel (the model itself is
+            serialised by the Predictor's lock). Defaults to 2.
+        warmup: Trace the prediction and Grad-CAM graphs at start-up so the first request
+            is not slow. Defaults to True.
+
+    Returns:
+        The ASGI app (``uvicorn.run(app)``); ``app.state.predictor`` holds the Predictor
+        once started.
+    """
+    from skinlesion.inference.tta import TTA_CHOICES
+
+    max_bytes = int(max_upload_mb * 2**20)
+    limiter = anyio.CapacityLimiter(max(1, workers))
+    pending = 0
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        predictor = source if not isinstance(source, str | os.PathLike) else None
+        if predictor is None:
+            from skinlesion.inference.predictor import Predictor
+
+            predictor = await anyio.to_thread.run_sync(Predictor.from_run, source)
+        if warmup:
+            await anyio.to_thread.run_sync(_warm_up, predictor)
+        app.state.predictor = predictor
+        logger.info("serving model %s", predictor.model_id)
+        yield
+        app.state.predictor = None
+
+    app = FastAPI(
+        title="skinlesion",
+        version=__version__,
+        description=f"Benign vs malignant skin-lesion classification.\n\n**{INTENDED_USE}**",
+        lifespan=lifespan,
+    )
+    app.state.predictor = None
+    app.state.max_bytes = max_bytes
+    app.state.max_pixels = max_pixels
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                               ) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith(("/docs", "/redoc")):  # Swagger UI loads from a CDN
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                "base-uri 'none'; frame-ancestors 'none'")
+        return response
+
+    def predictor_or_503(request: Request) -> Predictor:
+        predictor = request.app.state.predictor
+        if predictor is None:
+            raise HTTPException(503, "model not loaded yet")
+        return predictor  # type: ignore[no-any-return]
+
+    @app.post(PREDICT_PATH, response_model=Prediction, response_model_exclude_none=True,
+              responses={413: {"model": ErrorBody, "description": "Upload over the size limit"},
+                         422: {"model": ErrorBody, "description": "Not an image, or too many pixels"},
+                         503: {"model": ErrorBody, "description": "Busy or not ready"}},
+              summary="Predict P(malignant) for one photo")
+    async def predict(
+        request: Request,
+        image: UploadFile = File(..., description="The photo (JPEG, PNG, TIFF, WebP, BMP, GIF)."),
+        heatmap: bool = Query(False, description="Also return a Grad-CAM overlay (PNG, base64)."),
+        tta: int = Query(1, description="Flip/transpose views averaged: 1, 2, 4 or 8."),
+        heatmap_form: bool | None = Form(None, alias="heatmap", include_in_schema=False),
+        tta_form: int | None = Form(None, alias="tta", include_in_schema=False),
+    ) -> Any:
+        nonlocal pending
+        predictor = predictor_or_503(request)
+        want_heatmap = bool(heatmap_form) if heatmap_form is not None else heatmap
+        views = tta_form if tta_form is not None else tta
+        if views not in TTA_CHOICES:
+            raise HTTPException(422, f"tta must be one of {list(TTA_CHOICES)}, got {views}")
+        # A label only: never used to open anything.
+        label = _safe_label(image.filename)
+        data = await image.read()
+        if not data:
+            raise HTTPException(422, f"{label}: empty upload")
+        if pending >= max_pending:
+            raise HTTPException(503, "server busy, retry shortly")
+        pending += 1
+        try:
+            result = await anyio.to_thread.run_sync(
+                _predict_upload, predictor, data, label, views, want_heatmap, max_pixels,
+                limiter=limiter)
+        finally:
+            pending -= 1
+        return result
+
+    @app.get("/v1/health", response_model=Health, summary="Liveness and model status")
+    async def health(request: Request) -> Any:
+        predictor = request.app.state.predictor
+        return Health(status="ok" if predictor is not None else "starting",
+                      model_loaded=predictor is not None,
+                      model_id=predictor.model_id if predictor is not None else None,
+                      version=__version__)
+
+    @app.get("/v1/model", summary="The model card: spec, intended use, limits")
+    async def model_card(request: Request) -> Any:
+        predictor = predictor_or_503(request)
+        spec = predictor.spec.to_dict()
+        return {
+            "model_id": predictor.model_id,
+            "intended_use": INTENDED_USE,
+            "spec_intended_use": spec.pop("intended_use", "") or None,
+            "decision_rule": _decision_rule(predictor),
+            "input": {"size": predictor.input_size, "format": "RGB photo; resized whole "
+                      "(no crop) to the model input; normalisation is inside the model"},
+            "tta_choices": list(TTA_CHOICES),
+            "limits": {"max_upload_mb": max_bytes / 2**20, "max_pixels": max_pixels,
+                       "formats": ["JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF"]},
+            "spec": spec,
+            "version": __version__,
+        }
+
+    @app.exception_handler(HTTPException)
+    async def json_errors(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(_index_html())
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Outermost: the size check must run before FastAPI parses the multipart body.
+    app.add_middleware(UploadLimit, max_bytes=max_bytes)
+    return app
+
+
+# === Work done in threads ===
+
+def _warm_up(predictor: Predictor) -> None:
+    import numpy as np
+
+    x = np.zeros((1, predictor.input_size, predictor.input_size, 3), np.float32)
+    predictor.predict_arrays(x)
+    try:
+        predictor.heatmaps(x)
+    except Exception:  # heatmaps are optional; a model without Grad-CAM still serves
+        logger.warning("Grad-CAM unavailable for this model", exc_info=True)
+
+
+def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, heatmap: bool,
+                    max_pixels: int) -> dict[str, Any]:
+    from skinlesion.data.pipeline import to_model_input
+    from skinlesion.inference.predictor import ImageError, open_rgb
+
+    start = time.perf_counter()
+    try:
+        img = open_rgb(data, name=label, max_pixels=max_pixels)
+    except ImageError as exc:
+        raise HTTPException(422, str(exc)) from None
+    x = to_model_input(img, predictor.input_size)[None]
+    probability = float(predictor.predict_arrays(x, tta=tta)[0])
+    out: dict[str, Any] = {
+        "probability": probability,
+        "decision": predictor.decide(probability),
+        "threshold": predictor.threshold,
+        "inconclusive_band": float(predictor.spec.inconclusive_band or 0.0),
+        "model_id": predictor.model_id,
+        "backbone": predictor.spec.backbone,
+        "tta": tta,
+        "filename": label,
+        "intended_use": INTENDED_USE,
+    }
+    if heatmap:
+        from skinlesion.inference.gradcam import overlay, png_bytes
+
+        heat = predictor.heatmaps(x)[0]
+        png = png_bytes(overlay(img, heat, max_side=HEATMAP_MAX_SIDE))
+        out["heatmap_png_base64"] = base64.b64encode(png).decode("ascii")
+    out["elapsed_ms"] = round((time.perf_counter() - start) * 1000.0, 2)
+    return out
+
+
+# === Helpers ===
+
+def _safe_label(filename: str | None) -> str:
+    # Keep the last path component, printable characters only, bounded length.
+    name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())[:120]
+    return name or "upload"
+
+
+def _decision_rule(predictor: Predictor) -> str:
+    t = predictor.threshold
+    band = float(predictor.spec.inconclusive_band or 0.0)
+    rule = f"malignant if probability >= {t:.4f}, else benign"
+    if band > 0:
+        rule = (f"inconclusive if |probability - {t:.4f}| < {band:.4f}; otherwise " + rule)
+    if predictor.spec.threshold_rule:
+        rule += f" (threshold: {predictor.spec.threshold_rule})"
+    return rule
+
+
+def _index_html() -> str:
+    import html
+
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    # The warning is in the HTML itself, so it shows even before (or without) JavaScript.
+    return page.replace("{{INTENDED_USE}}", html.escape(INTENDED_USE))

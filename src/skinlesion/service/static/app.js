@@ -1,0 +1,129 @@
+// The skinlesion demo page: choose or drop a photo, POST it to /v1/predict, show the result.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const state = { maxBytes: 20 * 1024 * 1024, previewUrl: null, busy: false };
+
+  function showError(message) {
+    $("error").textContent = message;
+    $("error").hidden = false;
+    $("status").textContent = "";
+  }
+
+  function clearError() {
+    $("error").hidden = true;
+    $("error").textContent = "";
+  }
+
+  async function loadModelCard() {
+    try {
+      const response = await fetch("/v1/model");
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      const card = await response.json();
+      state.maxBytes = Math.floor(card.limits.max_upload_mb * 1024 * 1024);
+      $("model-info").textContent =
+        "Model: " + card.model_id + " (" + card.spec.backbone + ", " + card.input.size + " px)";
+      $("limits").textContent =
+        "Up to " + card.limits.max_upload_mb + " MB. Decision rule: " + card.decision_rule + ".";
+      $("intended-use-text").textContent = card.intended_use;
+    } catch (err) {
+      $("model-info").textContent = "Model: unavailable (" + err.message + ")";
+    }
+  }
+
+  function percent(p) {
+    return (100 * p).toFixed(1) + " %";
+  }
+
+  async function analyse(file) {
+    if (!file || state.busy) return;
+    clearError();
+    if (file.size > state.maxBytes) {
+      showError(file.name + " is " + (file.size / 1048576).toFixed(1) +
+                " MB, over the limit of " + (state.maxBytes / 1048576).toFixed(0) + " MB.");
+      return;
+    }
+    state.busy = true;
+    $("status").textContent = "Analysing " + file.name + "…";
+    if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+    state.previewUrl = URL.createObjectURL(file);
+
+    const heatmap = $("opt-heatmap").checked;
+    const tta = $("opt-tta").value;
+    const body = new FormData();
+    body.append("image", file, file.name);
+    try {
+      const response = await fetch(
+        "/v1/predict?heatmap=" + heatmap + "&tta=" + encodeURIComponent(tta),
+        { method: "POST", body: body });
+      let payload = null;
+      try { payload = await response.json(); } catch (_) { /* not JSON */ }
+      if (!response.ok) {
+        const detail = payload && payload.detail;
+        throw new Error(typeof detail === "string" ? detail : "HTTP " + response.status);
+      }
+      render(payload, heatmap);
+      $("status").textContent = "Done: " + payload.filename + " (" +
+        Math.round(payload.elapsed_ms) + " ms, " + payload.tta + " view" +
+        (payload.tta > 1 ? "s" : "") + ").";
+    } catch (err) {
+      $("result").hidden = true;
+      showError("Could not analyse the photo: " + err.message);
+    } finally {
+      state.busy = false;
+    }
+  }
+
+  function render(result, heatmapWanted) {
+    $("probability").textContent = percent(result.probability);
+    const decision = $("decision");
+    decision.textContent = result.decision;
+    decision.className = "decision " + result.decision;
+    let note = "Threshold " + percent(result.threshold);
+    if (result.inconclusive_band > 0) {
+      note += ", inconclusive within ±" + percent(result.inconclusive_band);
+    }
+    $("decision-note").textContent = note + ". Model " + result.model_id + ".";
+    $("preview").src = state.previewUrl;
+    if (heatmapWanted && result.heatmap_png_base64) {
+      $("heatmap").src = "data:image/png;base64," + result.heatmap_png_base64;
+      $("heatmap-figure").hidden = false;
+    } else {
+      $("heatmap-figure").hidden = true;
+      $("heatmap").removeAttribute("src");
+    }
+    $("result-warning").textContent = result.intended_use;
+    $("result").hidden = false;
+  }
+
+  function setUp() {
+    const zone = $("drop-zone");
+    const input = $("file-input");
+    input.addEventListener("change", () => {
+      if (input.files.length) analyse(input.files[0]);
+      input.value = "";  // choosing the same file again re-runs the analysis
+    });
+    ["dragenter", "dragover"].forEach((name) => zone.addEventListener(name, (event) => {
+      event.preventDefault();
+      zone.classList.add("dragover");
+    }));
+    ["dragleave", "drop"].forEach((name) => zone.addEventListener(name, (event) => {
+      event.preventDefault();
+      zone.classList.remove("dragover");
+    }));
+    zone.addEventListener("drop", (event) => {
+      const files = event.dataTransfer && event.dataTransfer.files;
+      if (files && files.length) analyse(files[0]);
+    });
+    zone.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        input.click();
+      }
+    });
+    loadModelCard();
+  }
+
+  document.addEventListener("DOMContentLoaded", setUp);
+})();
