@@ -438,6 +438,8 @@ def _read_isic2017(root: Path, tables: list[Path], label_map: LabelMap, src: Sou
     given = _normalise_given_splits({t.name: _split_from_name(t.stem) for t in tables})
     for table in tables:
         df = read_table(table)
+        if "melanoma" in df.columns or "label" not in df.columns:
+            _require(df, table, ("image_id", "melanoma", "seborrheic_keratosis"))
         year = _year(table.name, default="2017")
         for rec in df.to_dict("records"):
             image_id = rec.get("image_id", "")
@@ -450,11 +452,8 @@ def _read_isic2017(root: Path, tables: list[Path], label_map: LabelMap, src: Sou
                 else:
                     name = "melanoma" if mel else "seborrheic keratosis" if sk else "nevus"
                     decision = resolve_label("", name, label_map)
-            elif "label" in df.columns:
-                decision = resolve_label(rec.get("label", ""), "", label_map)
             else:
-                raise SourceError(f"{table}: expected columns image_id, melanoma, "
-                                  f"seborrheic_keratosis; columns found: {list(df.columns)}")
+                decision = resolve_label(rec.get("label", ""), "", label_map)
             file, warn = index.find(image_id)
             _add_row(src, image_id=image_id, file=file, wanted=image_id, decision=decision,
                      split=given[table.name], source=f"ISIC{year}", lookup_warning=warn)
@@ -469,7 +468,11 @@ def _read_isic2019(root: Path, tables: list[Path], label_map: LabelMap, src: Sou
     given = _normalise_given_splits({t.name: _split_from_name(t.stem) for t in tables})
     for table in tables:
         df = read_table(table)
+        _require(df, table, ("image",))
         classes = [c for c in df.columns if c in _ONEHOT]
+        if not classes:
+            raise SourceError(f"{table}: no one-hot class columns (MEL, NV, BCC, …); columns "
+                              f"found: {list(df.columns)}")
         year = _year(table.name, default="2019")
         for rec in df.to_dict("records"):
             image_id = rec.get("image", "")
@@ -509,6 +512,7 @@ def _read_archive(root: Path, tables: list[Path], label_map: LabelMap, src: Sour
     index = ImageIndex(root)
     for table in tables:
         df = read_table(table)
+        _require(df, table, ("isic_id",))
         diag_cols = [c for c in ("diagnosis_5", "diagnosis_4", "diagnosis_3", "diagnosis_2")
                      if c in df.columns]
         for rec in df.to_dict("records"):

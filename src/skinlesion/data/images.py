@@ -217,7 +217,7 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise ImageError(name, "not an image, or a format that is not supported (accepted: "
                                f"{', '.join(formats)})") from None
     except _DECODE_ERRORS as exc:
-        raise ImageError(name, f"corrupt image header ({type(exc).__name__}: {exc})") from None
+        raise ImageError(name, f"corrupt or truncated image header ({type(exc).__name__}: {exc})") from None
     w, h = img.size
     if w <= 0 or h <= 0:
         raise ImageError(name, f"invalid image size {w}x{h}")

@@ -23,7 +23,10 @@ split         str       ``train``, ``val`` or ``test``
 ============  ========  =======================================================
 
 Optional extra columns (``fold``, ``original_path``, ``sha256``, ``width``,
-``height``) are kept when present.
+``height``) are kept when present; ``fold``, ``width`` and ``height`` are read as
+integers (``fold`` is ``-1`` for test rows, which stay out of cross-validation).
+``skinlesion prepare`` also writes ``source_full`` where a source names its
+origin (``owner/repo@commit:dataset``; ``source`` keeps only ``dataset``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "split")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _STR_COLUMNS = ("image_id", "path", "diagnosis", "patient_id", "lesion_id", "sex", "site",
                 "source", "split")
+_INT_COLUMNS = ("fold", "width", "height")
 
 
 class ManifestError(ValueError):
@@ -80,6 +84,14 @@ def validate_manifest(df: pd.DataFrame, where: str = "manifest") -> pd.DataFrame
         raise ManifestError(f"{where}: label must be 0 or 1; bad rows for image_id {bad[:5]}")
     df["label"] = labels.astype("int64")
     df["age"] = pd.to_numeric(df["age"], errors="coerce")
+    for col in _INT_COLUMNS:
+        if col in df.columns:
+            values = pd.to_numeric(df[col], errors="coerce")
+            bad_int = df.loc[values.isna() | (values != values.round()), "image_id"].tolist()
+            if bad_int:
+                raise ManifestError(f"{where}: column {col!r} must hold integers; bad rows for "
+                                    f"image_id {bad_int[:5]}")
+            df[col] = values.astype("int64")
     unknown = sorted(set(df["split"]) - set(SPLITS))
     if unknown:
         raise ManifestError(f"{where}: unknown split name(s) {unknown}; expected {list(SPLITS)}")

@@ -208,11 +208,12 @@ def _candidates(read: list[SourceRows]) -> pd.DataFrame:
         df["source_order"] = order
         df["source_path"] = src.source_label()
         frames.append(df)
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=[*CANDIDATE_FIELDS, "source_order", "source_path"])
-    # Deterministic order (the file system lists files in any order): earlier sources
-    # first, then by image id; ties broken by the file path.
-    return df.sort_values(["source_order", "image_id", "file"], kind="stable").reset_index(drop=True)
+    # Order decides which of two duplicates is kept: earlier sources first, then the
+    # source's own order (table rows; folder files sorted by path), so the first
+    # occurrence wins and the result does not depend on file-system listing order.
+    if not frames:
+        return pd.DataFrame(columns=[*CANDIDATE_FIELDS, "source_order", "source_path"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def _fingerprint(df: pd.DataFrame, settings: PrepareSettings,

@@ -128,7 +128,9 @@ def assign_splits(
     out = given.where(given.isin(SPLIT_NAMES), "")
     if df.empty:
         return out, notes
-    groups = pd.Series(group_ids(df), index=df.index)
+    # Group numbers from the id-sorted rows, so they do not depend on the input order.
+    ordered = _sorted(df)
+    groups = pd.Series(group_ids(ordered), index=ordered.index).reindex(df.index)
 
     # A group follows a split the source gave to some of its rows (test wins over val
     # over train when the source itself is inconsistent: the safe side for leakage).
@@ -174,11 +176,7 @@ def assign_folds(df: pd.DataFrame, k: int, seed: int = 1) -> pd.Series:
     if len(np.unique(groups)) < k:
         raise ValueError(f"{k} folds need at least {k} patient/lesion groups in train+val; "
                          f"found {len(np.unique(groups))}")
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # rare strata: fewer members than folds
-        for f, (_, test_idx) in enumerate(cv.split(np.zeros(len(sub)), strata(sub), groups)):
-            fold.loc[sub.index[test_idx]] = f
+    fold.loc[sub.index] = _grouped_folds(sub, groups, k, seed)
     return fold
 
 
@@ -217,26 +215,42 @@ def _grouped_split(df: pd.DataFrame, groups: pd.Series, fractions: list[float],
     k = sum(counts)
     result = pd.Series(names[0], index=sub.index, dtype=object)
     if k > n_groups:
-        # Too few groups for that many folds (a tiny data set): shrink the plan; parts
-        # that round to zero folds stay empty, and the report says so.
+        # Too few groups for that many folds (a tiny data set): shrink the plan, dropping
+        # the last parts (test, then val) when even one fold each is too many.
         scale = n_groups / k
         counts = [max(1, math.floor(c * scale)) if c else 0 for c in counts]
-        while sum(counts) > n_groups and max(counts) > 1:
-            counts[int(np.argmax(counts))] -= 1
+        while sum(counts) > n_groups:
+            i = (int(np.argmax(counts)) if max(counts) > 1
+                 else max(j for j, c in enumerate(counts) if c))
+            counts[i] -= 1
         k = sum(counts)
         notes.append(f"only {n_groups} patient/lesion groups: split by {counts} of {k} folds "
                      f"for {list(names)}")
     if k < 2:
         result[:] = names[int(np.argmax(counts))]
         return result.reindex(df.index)
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    fold_of = np.empty(len(sub), dtype=np.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # rare strata: fewer members than folds
-        for f, (_, test_idx) in enumerate(cv.split(np.zeros(len(sub)), strata(sub), grp)):
-            fold_of[test_idx] = f
+    fold_of = _grouped_folds(sub, grp, k, seed)
     # Folds 0..c0-1 → train, the next c1 → val, the rest → test.
     bounds = np.cumsum(counts)
     part = np.searchsorted(bounds, fold_of, side="right")
     result[:] = np.asarray(names, dtype=object)[part]
     return result.reindex(df.index)
+
+
+def _grouped_folds(df: pd.DataFrame, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold number per row from StratifiedGroupKFold.
+
+    Strata fall back from label × source to label to none when every stratum is
+    smaller than ``k`` (scikit-learn refuses to stratify then).
+    """
+    for by in (("label", "source"), ("label",), ()):
+        y = strata(df, by)
+        if np.bincount(y).max() >= k:
+            break
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    fold_of = np.empty(len(df), dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # rare strata: fewer members than folds
+        for f, (_, test_idx) in enumerate(cv.split(np.zeros(len(df)), y, groups)):
+            fold_of[test_idx] = f
+    return fold_of
