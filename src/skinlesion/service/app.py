@@ -98,10 +98,6 @@ class ErrorBody(BaseModel):
 
 # === Upload limit (pure ASGI: runs before the body is read) ===
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class UploadLimit:
     """Refuse request bodies over ``max_bytes`` with 413, without buffering them.
 
@@ -132,30 +128,37 @@ class UploadLimit:
 
         seen = 0
         started = False
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _BodyTooLarge
+                    # Answer now, then tell the app the client went away: raising instead
+                    # would be turned into a 400 by FastAPI's body parsing.
+                    rejected = True
+                    if not started:
+                        await _send_json(send, 413, self._message(seen, streamed=True))
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return  # our 413 is the answer; drop whatever the app says after the cut
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _send_json(send, 413, self._message(seen))
+        await self.app(scope, limited_receive, guarded_send)
 
-    def _message(self, size: int) -> str:
-        return (f"upload too large: {size:,} bytes is over the limit of {self.max_bytes:,} bytes "
+    def _message(self, size: int, streamed: bool = False) -> str:
+        amount = f"more than {self.max_bytes:,} bytes" if streamed else f"{size:,} bytes"
+        return (f"upload too large: {amount}, over the limit of {self.max_bytes:,} bytes "
                 f"({self.max_bytes / 2**20:g} MB)")
 
 
