@@ -33,6 +33,9 @@
   }
 
   function percent(p) {
+    // One decimal; never round a probability to a certainty it does not have.
+    if (p > 0.999 && p < 1) return "> 99.9 %";
+    if (p < 0.001 && p > 0) return "< 0.1 %";
     return (100 * p).toFixed(1) + " %";
   }
 
