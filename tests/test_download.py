@@ -162,21 +162,24 @@ def jpeg_bytes(seed: int, size: int = 96) -> bytes:
     return buf.getvalue()
 
 
-def make_zip(top: str | None = "train", n: int = 6, extra: dict[str, bytes] | None = None) -> bytes:
-    """A zip shaped like udacity's train.zip: class folders under one top folder."""
+def make_zip(top: str | None = "train", n: int = 6, first: int = 0, with_csv: bool = True) -> bytes:
+    """A zip shaped like udacity's train.zip: class folders under one top folder.
+
+    Images ``first .. first+n-1``; odd ids are melanoma, even ids nevus.
+    """
     prefix = f"{top}/" if top else ""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{prefix}", b"") if top else None
+        if top:
+            zf.writestr(prefix, b"")
         rows = ["image_id,label"]
-        for i in range(n):
+        for i in range(first, first + n):
             cls = "melanoma" if i % 2 else "nevus"
             zf.writestr(f"{prefix}{cls}/ISIC_{i:07d}.jpg", jpeg_bytes(i))
             rows.append(f"ISIC_{i:07d},{cls}")
-        zf.writestr(f"{prefix}labels.csv", "\n".join(rows) + "\n")
-        zf.writestr("__MACOSX/._labels.csv", b"resource fork")
-        for name, data in (extra or {}).items():
-            zf.writestr(name, data)
+        if with_csv:
+            zf.writestr(f"{prefix}labels.csv", "\n".join(rows) + "\n")
+        zf.writestr("__MACOSX/._ISIC_0000000.jpg", b"resource fork")
     return buf.getvalue()
 
 
@@ -202,7 +205,7 @@ def registry_for(server: FileServer, archive: bytes, *, with_sha: bool = True,
         name="tiny", title="Tiny test set", licence="CC-0",
         licence_url="https://creativecommons.org/publicdomain/zero/1.0/",
         citation="generated for the tests", source_page=server.url("/"),
-        prepare_format="class-folders",
+        prepare_format="folders",
         files=(
             RemoteFile("train.zip", urls or (server.url("/data/train.zip"),),
                        size=len(archive) if with_sha else None,
@@ -232,11 +235,13 @@ def test_builtin_registry_lists_the_issue_datasets_with_sources_and_licences() -
     assert [f.approx_size for f in udacity.files] == [5_300_000_000, 824_500_000,
                                                       5_100_000_000]
     isic2020 = {f.name for f in registry.get("isic2020").files}
-    assert {"ISIC_2020_Training_JPEG.zip", "ISIC_2020_Training_GroundTruth.csv",
-            "ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_Duplicates.csv"} \
-        == isic2020
+    assert {"ISIC_2020_Training_JPEG.zip", "ISIC_2020_Training_GroundTruth_v2.csv",
+            "ISIC_2020_Training_Duplicates.csv"} == isic2020
+    from skinlesion.data.formats import FORMATS
+
     for spec in registry:
         assert spec.licence in {"CC-0", "CC-BY-NC 4.0"}
+        assert spec.prepare_format in FORMATS  # a layout `skinlesion prepare` knows
         assert spec.citation and spec.prepare_format and spec.source_page.startswith("https://")
         for f in spec.files:
             assert all(u.startswith("https://") for u in f.urls)
@@ -281,7 +286,7 @@ def test_download_verifies_extracts_and_writes_the_completion_marker(
     assert not (root / "train" / "__MACOSX").exists()
     assert (root / "ground_truth.csv").read_bytes() == CSV
     marker = json.loads((root / MARKER_NAME).read_text())
-    assert marker["dataset"] == "tiny" and marker["prepare_format"] == "class-folders"
+    assert marker["dataset"] == "tiny" and marker["prepare_format"] == "folders"
     by_name = {f["name"]: f for f in marker["files"]}
     assert by_name["train.zip"]["sha256"] == sha256(tiny["zip"])
     assert by_name["train.zip"]["size"] == len(tiny["zip"])
@@ -523,7 +528,7 @@ def test_offline_gives_the_manual_download_message(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}/data/train.zip"
     registry = DatasetRegistry.of([DatasetSpec(
         name="tiny", title="t", licence="CC-0", licence_url="u", citation="c",
-        source_page="p", prepare_format="class-folders",
+        source_page="p", prepare_format="folders",
         files=(RemoteFile("train.zip", (url,), extract_to="train"),
                RemoteFile("gt.csv", (f"http://127.0.0.1:{port}/gt.csv",))))])
     with pytest.raises(NetworkUnavailableError) as info:
@@ -588,7 +593,7 @@ def test_dataverse_files_are_resolved_and_verified_with_their_md5(
     server.files["/api/access/datafile/12"] = metadata
     registry = DatasetRegistry.of([DatasetSpec(
         name="ham", title="HAM-like", licence="CC-BY-NC 4.0", licence_url="u", citation="c",
-        source_page="p", prepare_format="ham10000-metadata",
+        source_page="p", prepare_format="ham10000",
         dataverse=DataverseSource(server.url(""), pid, files=(
             DataverseFile("HAM10000_images_part_1", "HAM10000_images_part_1.zip",
                           extract_to="HAM10000_images_part_1"),
@@ -602,6 +607,69 @@ def test_dataverse_files_are_resolved_and_verified_with_their_md5(
     assert any(p == "/api/access/datafile/12?format=original" for p, _ in server.requests)
     records = {f["name"]: f for f in result.marker["files"]}
     assert records["HAM10000_metadata.csv"]["md5"] == hashlib.md5(metadata).hexdigest()
+    prepared = prepare_downloaded(result, tmp_path / "prepared")
+    assert prepared.manifest["image_id"].tolist() == ["ISIC_0000000"]
+    assert prepared.manifest["label"].tolist() == [1]  # dx mel
+
+
+# === From download to prepare ===
+
+def prepare_downloaded(result: Any, out: Path) -> Any:
+    """Run the data engineer's `prepare` on a download, with the format the registry names."""
+    from skinlesion.data.prepare import PrepareSettings, prepare
+
+    return prepare([result.root], out, PrepareSettings(fmt=result.spec.prepare_format, size=32,
+                                                       workers=1))
+
+
+def test_a_udacity_shaped_download_is_prepare_ready(server: FileServer, tmp_path: Path) -> None:
+    files = []
+    for split, n, first in (("train", 6, 0), ("valid", 2, 6), ("test", 4, 8)):
+        server.files[f"/skin-cancer/{split}.zip"] = make_zip(top=split, n=n, first=first,
+                                                             with_csv=False)
+        files.append(RemoteFile(f"{split}.zip", (server.url(f"/skin-cancer/{split}.zip"),),
+                                extract_to=split, etag_md5=True))
+    registry = DatasetRegistry.of([DatasetSpec(
+        name="dermatologist-ai", title="t", licence="CC-0", licence_url="u", citation="c",
+        source_page="p", prepare_format="folders", files=tuple(files))])
+    result = download_dataset("dermatologist-ai", tmp_path / "raw", registry=registry,
+                              retry=FAST, sleep=no_sleep)
+    manifest = prepare_downloaded(result, tmp_path / "prepared").manifest
+    assert manifest["split"].value_counts().to_dict() == {"train": 6, "test": 4, "val": 2}
+    # melanoma/ -> 1, nevus/ -> 0 (odd ids are melanoma in make_zip)
+    labels = dict(zip(manifest["image_id"], manifest["label"], strict=True))
+    assert labels["ISIC_0000001"] == 1 and labels["ISIC_0000000"] == 0
+
+
+def test_an_isic2020_shaped_download_is_prepare_ready(server: FileServer, tmp_path: Path) -> None:
+    n = 8
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:  # the real zip holds train/ISIC_*.jpg
+        for i in range(n):
+            zf.writestr(f"train/ISIC_{i:07d}.jpg", jpeg_bytes(i, 48))
+    header = ("image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,"
+              "diagnosis,benign_malignant,target")
+    rows = [f"ISIC_{i:07d},IP_{i % 4},IL_{i},female,45,torso,"
+            f"{'melanoma,malignant,1' if i % 3 == 0 else 'nevus,benign,0'}" for i in range(n)]
+    served = {"ISIC_2020_Training_JPEG.zip": archive.getvalue(),
+              "ISIC_2020_Training_GroundTruth_v2.csv": "\n".join([header, *rows]).encode(),
+              "ISIC_2020_Training_Duplicates.csv":
+                  b"image_name_1,image_name_2\nISIC_0000002,ISIC_0000005\n"}
+    for name, data in served.items():
+        server.files[f"/challenges/2020/{name}"] = data
+    spec = default_registry().get("isic2020")
+    local = DatasetSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__},
+                           "files": tuple(RemoteFile(
+                               f.name, (server.url(f"/challenges/2020/{f.name}"),),
+                               extract_to=f.extract_to, etag_md5=True) for f in spec.files)})
+    result = download_dataset("isic2020", tmp_path / "raw", registry=DatasetRegistry.of([local]),
+                              retry=FAST, sleep=no_sleep)
+    assert sorted(p.name for p in (result.root / "ISIC_2020_Training_JPEG").iterdir())[:2] == [
+        ".skinlesion-extracted.json", "ISIC_0000000.jpg"]
+    prepared = prepare_downloaded(result, tmp_path / "prepared")
+    assert len(prepared.manifest) == n - 1  # the listed duplicate is dropped
+    assert "ISIC_0000005" not in set(prepared.manifest["image_id"])
+    assert prepared.manifest.set_index("image_id")["label"]["ISIC_0000003"] == 1
 
 
 # === CLI ===

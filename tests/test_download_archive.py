@@ -34,6 +34,7 @@ from skinlesion.download.archive import build_argv, find_isic_cli, parse_collect
 FAKE_ISIC = """#!{python}
 import csv, json, os, sys
 from pathlib import Path
+from PIL import Image
 
 argv = sys.argv[1:]
 if argv == ["--version"]:
@@ -48,7 +49,7 @@ limit = int(argv[argv.index("--limit") + 1])
 rows = []
 for i in range(limit):
     isic_id = f"ISIC_{{9000000 + i}}"
-    (out / f"{{isic_id}}.jpg").write_bytes(b"\\xff\\xd8\\xff\\xe0 fake jpeg")
+    Image.new("RGB", (40, 30), (20 * i, 90, 140)).save(out / f"{{isic_id}}.jpg")
     rows.append({{"isic_id": isic_id, "patient_id": f"IP_{{i}}", "diagnosis_1": "Malignant",
                  "copyright_license": "CC-BY-NC"}})
 with open(out / "metadata.csv", "w", newline="") as fh:
@@ -154,6 +155,14 @@ def test_archive_download_delegates_and_is_prepare_ready(fake_isic: Path, tmp_pa
                                  "--collections", "70", "--limit", "3", "OUTDIR"]
     assert not result.already_complete
 
+    from skinlesion.data.prepare import PrepareSettings, prepare
+
+    prepared = prepare([out], tmp_path / "prepared",
+                       PrepareSettings(fmt=result.to_json()["prepare_format"], size=16, workers=1))
+    assert sorted(prepared.manifest["image_id"]) == ["ISIC_9000000", "ISIC_9000001",
+                                                     "ISIC_9000002"]
+    assert set(prepared.manifest["label"]) == {1}  # diagnosis_1 Malignant
+
     again = download_archive(query, out)  # same selection: nothing to do
     assert again.already_complete and len(calls(fake_isic)) == 1
     with pytest.raises(ArchiveToolError, match="another ISIC Archive selection"):
@@ -208,7 +217,7 @@ def test_cli_archive_json_and_missing_client(
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["path"] == str(out) and summary["images"] == 2
-    assert summary["prepare_format"] == "isic-archive-metadata"
+    assert summary["prepare_format"] == "archive"
     assert calls(fake_isic)[0][:8] == ["image", "download", "--search", SEARCH,
                                        "--collections", "70", "--limit", "2"]
 

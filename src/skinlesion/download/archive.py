@@ -42,7 +42,7 @@ INSTALL_HINT = "pip install 'skinlesion[archive]'"
 API_URL = "https://api.isic-archive.com/api/v2/"
 """isic-cli's API base URL (isic_cli/session.py); probed before starting isic-cli."""
 GALLERY_URL = "https://gallery.isic-archive.com"
-ARCHIVE_PREPARE_FORMAT = "isic-archive-metadata"
+ARCHIVE_PREPARE_FORMAT = "archive"
 _QUERY_NAME = ".skinlesion-query.json"
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

@@ -65,7 +65,7 @@ DERMATOLOGIST_AI = DatasetSpec(
               "Collaboration (ISIC). arXiv:1710.05006. Packaged by Udacity "
               "(github.com/udacity/dermatologist-ai)."),
     source_page="https://github.com/udacity/dermatologist-ai",
-    prepare_format="class-folders",
+    prepare_format="folders",
     files=(
         RemoteFile("train.zip", (_UDACITY + "train.zip",), approx_size=5_300 * MB,
                    extract_to="train", etag_md5=True,
@@ -83,7 +83,8 @@ DERMATOLOGIST_AI = DatasetSpec(
 # Source: https://challenge.isic-archive.com/data/#2020 (stade data/2020.html):
 # "Download JPEG (23GB) 33,126 JPEG images", "Download metadata (2MB)" (GroundTruth.csv),
 # "Download metadata v2 (2MB)" (adds lesion ID), "Download duplicate image list (2MB)
-# List of 425 duplicate images". Checksums: not published.
+# List of 425 duplicate images". Checksums: not published. The v1 GroundTruth.csv
+# (same page) is left out on purpose: v2 supersedes it (see notes).
 ISIC2020 = DatasetSpec(
     name="isic2020",
     title="ISIC 2020 (SIIM-ISIC) training set: 33,126 JPEGs + ground truth",
@@ -94,20 +95,20 @@ ISIC2020 = DatasetSpec(
               "using clinical context. Sci Data 8, 34 (2021). "
               "https://doi.org/10.1038/s41597-021-00815-z"),
     source_page="https://challenge.isic-archive.com/data/#2020",
-    prepare_format="isic2020-csv",
+    prepare_format="isic2020",
     files=(
         _isic(2020, "ISIC_2020_Training_JPEG.zip", 23 * GB,
               extract_to="ISIC_2020_Training_JPEG", description="33,126 training JPEGs"),
-        _isic(2020, "ISIC_2020_Training_GroundTruth.csv", 2 * MB,
-              description="image_name, patient_id, sex, age_approx, site, diagnosis, target"),
         _isic(2020, "ISIC_2020_Training_GroundTruth_v2.csv", 2 * MB,
-              description="v2 ground truth: adds lesion_id"),
+              description="image_name, patient_id, lesion_id, sex, age_approx, site, "
+                          "diagnosis, benign_malignant, target"),
         _isic(2020, "ISIC_2020_Training_Duplicates.csv", 2 * MB,
               description="the 425 duplicate image pairs"),
     ),
-    notes="`prepare` reads ISIC_2020_Training_GroundTruth_v2.csv (lesion_id helps grouped "
-          "splits) with the JPEG folder; drop one image of each pair listed in "
-          "ISIC_2020_Training_Duplicates.csv to avoid leakage.",
+    notes="Ground truth v2 only: it has every row and column of the original "
+          "ISIC_2020_Training_GroundTruth.csv plus lesion_id, and two ground-truth tables in "
+          "one folder would list every image twice for `prepare`. `prepare` also reads "
+          "ISIC_2020_Training_Duplicates.csv and drops the second image of each pair.",
 )
 
 # === ISIC 2019 ===
@@ -126,7 +127,7 @@ ISIC2019 = DatasetSpec(
               "Hernández-Pérez C. et al. BCN20000: Dermoscopic lesions in the wild. "
               "Sci Data 11, 641 (2024)."),
     source_page="https://challenge.isic-archive.com/data/#2019",
-    prepare_format="isic2019-groundtruth",
+    prepare_format="isic2019",
     files=(
         _isic(2019, "ISIC_2019_Training_Input.zip", 9_100 * MB, hosts=("isic-challenge-data",),
               extract_to="ISIC_2019_Training_Input", description="25,331 training JPEGs"),
@@ -154,7 +155,7 @@ ISIC2017 = DatasetSpec(
               "Biomedical Imaging (ISBI), Hosted by the International Skin Imaging "
               "Collaboration (ISIC). arXiv:1710.05006"),
     source_page="https://challenge.isic-archive.com/data/#2017",
-    prepare_format="isic2017-groundtruth",
+    prepare_format="isic2017",
     files=(
         _isic(2017, "ISIC-2017_Training_Data.zip", 5_800 * MB,
               extract_to="ISIC-2017_Training_Data", description="2000 JPEGs (+ superpixel PNGs)"),
@@ -187,7 +188,7 @@ ISIC2016 = DatasetSpec(
               "International Symposium on Biomedical Imaging (ISBI) 2016, hosted by the "
               "International Skin Imaging Collaboration (ISIC). arXiv:1605.01397"),
     source_page="https://challenge.isic-archive.com/data/#2016",
-    prepare_format="isic2016-groundtruth",
+    prepare_format="isic2017",
     files=(
         _isic(2016, "ISBI2016_ISIC_Part3_Training_Data.zip", 602 * MB,
               extract_to="ISBI2016_ISIC_Part3_Training_Data", description="900 JPEGs"),
@@ -220,7 +221,7 @@ HAM10000 = DatasetSpec(
               "Sci Data 5, 180161 (2018). https://doi.org/10.1038/sdata.2018.161; "
               "Harvard Dataverse, https://doi.org/10.7910/DVN/DBW86T"),
     source_page="https://doi.org/10.7910/DVN/DBW86T",
-    prepare_format="ham10000-metadata",
+    prepare_format="ham10000",
     dataverse=DataverseSource(
         server="https://dataverse.harvard.edu",
         persistent_id="doi:10.7910/DVN/DBW86T",
