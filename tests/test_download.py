@@ -440,6 +440,22 @@ def test_a_size_different_from_the_published_one_stops_before_downloading(
 
 # === Extraction ===
 
+def test_a_download_that_is_not_a_zip_is_deleted_when_no_checksum_vouches_for_it(
+        tiny: dict[str, Any], server: FileServer, tmp_path: Path) -> None:
+    from skinlesion.download import CorruptArchiveError
+
+    server.files["/data/train.zip"] = b"<html>captive portal login page</html>"
+    registry = registry_for(server, tiny["zip"], with_sha=False)
+    with pytest.raises(CorruptArchiveError, match="run the command again"):
+        run(registry, tmp_path)
+    root = tmp_path / "tiny"
+    assert not (root / "train.zip").exists() and not (root / "train").exists()
+    assert not (root / MARKER_NAME).exists()
+    server.files["/data/train.zip"] = tiny["zip"]
+    run(registry, tmp_path)
+    assert len(list((root / "train").rglob("*.jpg"))) == 6
+
+
 def test_an_interrupted_extraction_leaves_no_complete_looking_folder(
         tiny: dict[str, Any], server: FileServer, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from skinlesion.download.archive import ArchiveQuery, download_archive
 from skinlesion.download.dataset import MARKER_NAME, DownloadResult, download_dataset, read_marker
 from skinlesion.download.errors import (
     ArchiveToolError,
+    CorruptArchiveError,
     DownloadError,
     ExtractionError,
     InsufficientSpaceError,
@@ -38,6 +39,7 @@ __all__ = [
     "MARKER_NAME",
     "ArchiveQuery",
     "ArchiveToolError",
+    "CorruptArchiveError",
     "DatasetRegistry",
     "DatasetSpec",
     "DataverseFile",

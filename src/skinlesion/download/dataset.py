@@ -32,6 +32,7 @@ import httpx
 from skinlesion import __version__
 from skinlesion.download.dataverse import resolve_dataverse
 from skinlesion.download.errors import (
+    CorruptArchiveError,
     InsufficientSpaceError,
     NetworkUnavailableError,
 )
@@ -243,8 +244,18 @@ def download_dataset(
     for f, got in zip(files, fetched, strict=True):
         record = got.to_json()
         if f.extract_to:
-            extract_zip(got.path, root / f.extract_to, archive_sha256=got.sha256,
-                        progress=progress)
+            try:
+                extract_zip(got.path, root / f.extract_to, archive_sha256=got.sha256,
+                            progress=progress)
+            except CorruptArchiveError as exc:
+                if f.sha256 or f.md5:
+                    raise  # it matches the published checksum: the source itself is bad
+                # Unverifiable download that is not a zip: fetch it anew next time.
+                got.path.unlink(missing_ok=True)
+                receipts.pop(f.name, None)
+                atomic_write_json(root / STATE_NAME, {"dataset": spec.name, "files": receipts})
+                raise CorruptArchiveError(f"{exc}. The file was deleted; run the command "
+                                          "again to download it anew.") from exc
             record["extracted_to"] = f.extract_to
         records.append(record)
 

@@ -39,5 +39,9 @@ class ExtractionError(DownloadError):
     """An archive is corrupt or unsafe (members escaping the target folder)."""
 
 
+class CorruptArchiveError(ExtractionError):
+    """An archive that cannot be read as a zip (truncated or damaged)."""
+
+
 class ArchiveToolError(DownloadError):
     """The ISIC Archive client (isic-cli) is missing or failed."""

@@ -28,7 +28,11 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from skinlesion.download.errors import ExtractionError, InsufficientSpaceError
+from skinlesion.download.errors import (
+    CorruptArchiveError,
+    ExtractionError,
+    InsufficientSpaceError,
+)
 from skinlesion.download.transfer import CHUNK_SIZE, NullProgress, ProgressHook
 
 logger = logging.getLogger(__name__)
@@ -127,7 +131,8 @@ def extract_zip(
         ``dest``.
 
     Raises:
-        ExtractionError: corrupt archive or unsafe member (nothing is left behind).
+        CorruptArchiveError: the archive is not a readable zip (nothing is left behind).
+        ExtractionError: an unsafe member (nothing is written at all).
         InsufficientSpaceError: the uncompressed content does not fit on the disk.
     """
     archive, dest = Path(archive), Path(dest)
@@ -161,7 +166,10 @@ def extract_zip(
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise ExtractionError(f"{archive}: not a valid zip file ({exc})") from exc
+        raise CorruptArchiveError(f"{archive}: not a valid zip file ({exc})") from exc
+    except OSError as exc:
+        raise ExtractionError(f"{archive}: extraction into {dest.parent} failed ({exc}); "
+                              "nothing was left behind") from exc
     logger.info("extracted %s (%d files) into %s", archive.name, len(members), dest)
     return dest
 

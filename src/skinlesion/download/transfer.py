@@ -364,6 +364,10 @@ def fetch_file(
             try:
                 outcome = _attempt(url, remote, part, meta_path, client, progress, digest,
                                    with_md5)
+            except OSError as exc:
+                # Disk full, permissions, a vanished folder: retrying will not help; the
+                # partial file is kept for the next run.
+                raise DownloadError(f"{remote.name}: cannot write {part}: {exc}") from exc
             except _Refused as exc:
                 unreachable = False
                 failures.append(f"{url}: {exc}")
