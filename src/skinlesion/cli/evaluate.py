@@ -106,9 +106,10 @@ def evaluate_command(
     """
     from skinlesion.data.manifest import ManifestError
     from skinlesion.evaluation.evaluate import evaluate_run
-    from skinlesion.runspec import RunError
+    from skinlesion.runspec import RunError, require_run
 
     try:
+        require_run(run_dir)
         total = _count(data, split)
         with _progress(disable=as_json or not err_console.is_terminal) as task:
             result = evaluate_run(run_dir, data, split=split, threshold=threshold, tta=tta,
@@ -147,11 +148,13 @@ def compare_command(
     """
     from skinlesion.data.manifest import ManifestError
     from skinlesion.evaluation.compare import compare_runs
-    from skinlesion.runspec import RunError
+    from skinlesion.runspec import RunError, require_run
 
     if len(runs) < 2:
         fail("compare needs at least two runs", code=2)
     try:
+        for run in runs:
+            require_run(run)
         total = _count(data, split)
         with _progress(disable=as_json or not err_console.is_terminal) as task:
             result = compare_runs(runs, data, split=split, threshold=threshold, tta=tta,
