@@ -147,7 +147,8 @@ def _download_archive(out: Path, search: str | None, collections: str | None, li
         f"ISIC Archive selection {state} in {result.root} "
         f"({result.marker.get('images')} images, metadata.csv; licences: "
         f"{', '.join(result.marker.get('licences') or []) or 'see metadata.csv'}).\n"
-        f"Next: skinlesion prepare {result.root} --out DATA_DIR", highlight=False)
+        f"Next: skinlesion prepare {result.root} --format archive --out DATA_DIR",
+        highlight=False)
 
 
 def download(
@@ -217,7 +218,8 @@ def download(
     state = "already complete, nothing to do" if result.already_complete else "complete"
     err_console.print(
         f"{spec.name} {state}: {result.root} ({len(files)} files, {format_size(total)}).\n"
-        f"Next: skinlesion prepare {result.root} --out DATA_DIR", highlight=False)
+        f"Next: skinlesion prepare {result.root} --format {spec.prepare_format} "
+        "--out DATA_DIR", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
