@@ -67,6 +67,7 @@ class FileServer(ThreadingHTTPServer):
         self.cut_once: dict[str, int] = {}  # path -> bytes sent before the first cut
         self.corrupt: set[str] = set()
         self.statuses: dict[str, list[int]] = {}  # path -> statuses answered first
+        self.honour_if_range = True  # False: behave like a server that ignores If-Range
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.lock = threading.Lock()
 
@@ -115,7 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
         start, status = 0, 200
         wanted = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        if wanted and (if_range is None or if_range == etag):
+        if wanted and (if_range is None or if_range == etag or not srv.honour_if_range):
             start = int(re.fullmatch(r"bytes=(\d+)-", wanted).group(1))
             if start >= len(body):
                 self._send(416, b"", {"Content-Range": f"bytes */{len(body)}", "ETag": etag})
@@ -358,6 +359,20 @@ def test_a_part_of_a_changed_remote_file_is_not_spliced(
     run(tiny["registry"], tmp_path)
     hit = server.hits("/data/train.zip")[0]
     assert hit["if-range"] == '"0123"'  # asked to resume only if unchanged; it was not
+    assert sha256((root / "train.zip").read_bytes()) == sha256(tiny["zip"])
+
+
+def test_a_changed_file_is_refetched_even_if_the_server_ignores_if_range(
+        tiny: dict[str, Any], server: FileServer, tmp_path: Path) -> None:
+    server.honour_if_range = False
+    root = tmp_path / "tiny"
+    root.mkdir()
+    (root / "train.zip.part").write_bytes(b"bytes of an older version of the file")
+    (root / "train.zip.part.json").write_text(json.dumps(
+        {"url": server.url("/data/train.zip"), "validator": '"0123"', "total": 999}))
+    run(tiny["registry"], tmp_path)
+    hits = server.hits("/data/train.zip")
+    assert [h.get("range") for h in hits] == ["bytes=37-", None]  # spotted by its ETag
     assert sha256((root / "train.zip").read_bytes()) == sha256(tiny["zip"])
 
 

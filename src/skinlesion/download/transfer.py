@@ -237,6 +237,12 @@ def _attempt(url: str, remote: RemoteFile, part: Path, meta_path: Path,
                 raise _Restart(f"{url}: unexpected Content-Range "
                                f"{response.headers.get('Content-Range')!r}")
             total = None if match.group(3) == "*" else int(match.group(3))
+            if validator and _validator(response) not in (None, validator):
+                # A server that ignores If-Range sends the range of a changed file; its
+                # bytes must not be appended to the old ones.
+                _discard(part, meta_path)
+                raise _Restart(f"{url}: the file changed on the server since the partial "
+                               "download; starting again")
         else:
             # A full body: the server ignores ranges, or the file changed (If-Range).
             if offset:
