@@ -198,6 +198,20 @@ def test_isic2020(tmp_path: Path) -> None:
     assert len(src.rows) == 10
 
 
+def test_isic2020_v2_ground_truth_with_lesion_id(tmp_path: Path) -> None:
+    root = tmp_path / "isic2020"
+    write(root / "ISIC_2020_Training_GroundTruth_v2.csv", (
+        "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+        "benign_malignant,target\n"
+        "ISIC_0015719,IP_3075186,IL_0000001,female,45.0,upper extremity,unknown,benign,0\n"
+        "ISIC_0052212,IP_2842074,IL_0000002,female,50.0,lower extremity,nevus,benign,0\n"))
+    for name in ("ISIC_0015719", "ISIC_0052212"):
+        img(root / "ISIC_2020_Training_JPEG" / f"{name}.jpg")
+    src = read_source(root, LabelMap())
+    assert src.format == "isic2020"
+    assert _by_id(src)["ISIC_0052212"]["lesion_id"] == "IL_0000002"
+
+
 def test_isic2020_csv_file_given_directly(tmp_path: Path) -> None:
     root = make_isic2020(tmp_path / "isic2020")
     src = read_source(root / "ISIC_2020_Training_GroundTruth.csv", LabelMap())

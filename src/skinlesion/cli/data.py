@@ -122,7 +122,7 @@ def prepare_command(
         print_json(result.report)
     else:
         colour = "yellow" if result.report["counts"]["rejected"] else "green"
-        err_console.print(f"[{colour}]prepared[/] {result.summary}", highlight=False)
+        err_console.print(f"[{colour}]prepared[/] {result.summary}", highlight=False, soft_wrap=True)
         for warning in result.report["warnings"][:5]:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         if len(result.report["warnings"]) > 5:

@@ -14,8 +14,9 @@ Layouts:
 folders     one folder per class (any names, ``--label-map``); optional
             ``train/ valid/ test/`` parents keep their split (udacity
             dermatologist-ai)
-isic2020    ISIC 2020 training CSV (``image_name, patient_id, …, target``)
-            with its JPEG folder
+isic2020    ISIC 2020 training CSV (``image_name, patient_id, …, target``; the
+            v2 table's ``lesion_id`` is used too) with its JPEG folder and,
+            if present, ``ISIC_2020_Training_Duplicates.csv``
 ham10000    ``HAM10000_metadata.csv`` (``lesion_id, image_id, dx, …``),
             images in one or more folders
 isic2017    ISIC 2017 ground truth (``image_id, melanoma,
@@ -399,7 +400,7 @@ def _read_isic2020(root: Path, tables: list[Path], label_map: LabelMap, src: Sou
             file, warn = index.find(image_id)
             _add_row(src, image_id=image_id, file=file, wanted=image_id, decision=decision,
                      source="ISIC2020", patient_id=rec.get("patient_id", ""),
-                     age=rec.get("age_approx", ""), sex=rec.get("sex", ""),
+                     lesion_id=rec.get("lesion_id", ""), age=rec.get("age_approx", ""), sex=rec.get("sex", ""),
                      site=rec.get("anatom_site_general_challenge", rec.get("anatom_site_general", "")),
                      lookup_warning=warn)
 
