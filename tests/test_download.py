@@ -295,7 +295,7 @@ def test_download_verifies_extracts_and_writes_the_completion_marker(
     assert by_name["train.zip"]["extracted_to"] == "train"
     assert by_name["ground_truth.csv"]["sha256"] == sha256(CSV)
     leftovers = [p.name for p in root.iterdir() if p.name.endswith((".part", ".part.json"))
-                 or p.name.startswith(".skinlesion-download")]
+                 or p.name == ".skinlesion-download.json" or ".extracting-" in p.name]
     assert leftovers == []
 
 
@@ -307,6 +307,25 @@ def test_rerun_of_a_finished_download_makes_no_request(
     assert again.already_complete
     assert len(server.requests) == seen
     assert {f["name"] for f in again.marker["files"]} == {"train.zip", "ground_truth.csv"}
+
+
+def test_two_runs_into_one_folder_do_not_write_at_once(
+        tiny: dict[str, Any], server: FileServer, tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    root = tmp_path / "tiny"
+    root.mkdir()
+    fd = os.open(root / ".skinlesion-download.lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a first run would
+    try:
+        with pytest.raises(DownloadError, match="another `skinlesion download`"):
+            run(tiny["registry"], tmp_path)
+    finally:
+        os.close(fd)
+    assert server.requests == []
+    run(tiny["registry"], tmp_path)
+    assert (root / MARKER_NAME).is_file()
 
 
 def test_delete_archives_removes_zips_after_the_marker(

@@ -17,12 +17,13 @@ it exists a new run returns at once without any network request.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from skinlesion import __version__
 from skinlesion.download.dataverse import resolve_dataverse
 from skinlesion.download.errors import (
     CorruptArchiveError,
+    DownloadError,
     InsufficientSpaceError,
     NetworkUnavailableError,
 )
@@ -59,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 MARKER_NAME = ".skinlesion-complete.json"
 STATE_NAME = ".skinlesion-download.json"
+LOCK_NAME = ".skinlesion-download.lock"
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,40 @@ def download_dataset(
         logger.info("%s is already complete in %s", spec.name, root)
         return DownloadResult(spec, root, True, marker)
     root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root):
+        marker = read_marker(root)  # another run may have finished while we waited
+        if marker is not None and not force:
+            return DownloadResult(spec, root, True, marker)
+        return _download(spec, root, client=client, retry=retry, progress=progress,
+                         delete_archives=delete_archives, verify_etag=verify_etag,
+                         sleep=sleep)
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``root``: two runs appending to one ``.part`` would
+    corrupt it. Advisory (``flock``); where it is unavailable, no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fd = os.open(root / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise DownloadError(f"another `skinlesion download` is writing into {root}; "
+                                "wait for it to finish") from exc
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _download(spec: DatasetSpec, root: Path, *, client: httpx.Client | None,
+              retry: RetryPolicy | None, progress: ProgressHook | None, delete_archives: bool,
+              verify_etag: bool, sleep: Callable[[float], None] | None) -> DownloadResult:
+    """The steps of ``download_dataset`` once ``root`` is locked."""
     remove_stale_extractions(root)
 
     http = client or make_client()
