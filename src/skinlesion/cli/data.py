@@ -82,6 +82,7 @@ def prepare_command(
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        TaskID,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
@@ -99,7 +100,7 @@ def prepare_command(
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True,
                   disable=as_json or not err_console.is_terminal) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:

@@ -369,7 +369,7 @@ def _read_folders(root: Path, tables: list[Path], label_map: LabelMap, src: Sour
                 if fname.startswith(".") or fname.lower() in _JUNK_FILES:
                     continue
                 files.append((Path(dirpath) / fname, class_dir, split))
-    stems = defaultdict(int)
+    stems: dict[str, int] = defaultdict(int)
     for f, _, _ in files:
         stems[f.stem] += 1
     source = root.resolve().name or "folders"
