@@ -181,6 +181,21 @@ def test_output_names_are_safe_and_unique() -> None:
     assert all("/" not in n and not n.startswith(".") and n for n in names)
 
 
+def test_output_folder_inside_the_source_is_not_read(tmp_path: Path) -> None:
+    src = make_udacity(tmp_path / "data")
+    for _ in range(2):  # the second run must not take the prepared copies for sources
+        result = prepare([src], src / "prepared", FAST)
+        assert result.report["counts"]["kept"] == 18 and result.report["counts"]["rejected"] == 0
+    root = tmp_path / "isic2019"
+    make_isic2019(root)
+    for _ in range(2):
+        result = prepare([root], root / "out", FAST)
+        assert not [w for w in result.report["warnings"] if "share this id" in w]
+        assert not result.manifest["original_path"].str.startswith("out/").any()
+    with pytest.raises(SourceError, match="is the source folder itself"):
+        prepare([src], src, FAST)
+
+
 def test_source_errors_are_errors(tmp_path: Path) -> None:
     bad = write(tmp_path / "t" / "table.csv", "name,score\nfoo,1\n")
     with pytest.raises(SourceError, match=r"table\.csv.*columns found"):

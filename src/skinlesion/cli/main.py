@@ -24,6 +24,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "predict",
     "backbones",
     "serve",
+    "export",
 )
 
 app = typer.Typer(

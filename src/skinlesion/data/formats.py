@@ -86,6 +86,8 @@ class SourceRows:
         rejected: ``{"image_id", "file", "reason"}`` dicts for rows left out.
         warnings: Non-fatal observations for the report.
         tables: Label tables that were read (paths).
+        skip: Resolved folders never read (the output folder, when it lies inside
+            the source: its resized copies must not be taken for source images).
     """
 
     path: Path
@@ -95,6 +97,7 @@ class SourceRows:
     rejected: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     tables: list[Path] = field(default_factory=list)
+    skip: tuple[Path, ...] = ()
 
     def reject(self, image_id: str, file: str, reason: str) -> None:
         """Record a row that is left out."""
@@ -215,18 +218,30 @@ def _first(columns: Iterable[str], candidates: Iterable[str]) -> str | None:
 # === Image lookup ===
 
 
+def _walk(top: Path, skip: tuple[Path, ...]) -> Iterable[tuple[str, list[str]]]:
+    """``os.walk`` in sorted order without hidden folders and without ``skip`` folders."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and not _skipped(Path(dirpath) / d, skip))
+        yield dirpath, sorted(filenames)
+
+
+def _skipped(path: Path, skip: tuple[Path, ...]) -> bool:
+    return bool(skip) and path.resolve() in skip
+
+
 class ImageIndex:
     """Image files under a folder, found by id (file stem), built lazily with one walk."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, skip: tuple[Path, ...] = ()) -> None:
         self.root = root
+        self.skip = skip
         self._by_stem: dict[str, list[Path]] | None = None
 
     def _build(self) -> dict[str, list[Path]]:
         index: dict[str, list[Path]] = defaultdict(list)
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fname in sorted(filenames):
+        for dirpath, filenames in _walk(self.root, self.skip):
+            for fname in filenames:
                 p = Path(dirpath) / fname
                 if not fname.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
                     index[p.stem].append(p)
@@ -337,7 +352,8 @@ def _clean_sex(value: object) -> str:
 
 def _read_folders(root: Path, tables: list[Path], label_map: LabelMap, src: SourceRows) -> None:
     del tables
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                     and not _skipped(d, src.skip))
     split_dirs = [d for d in subdirs if d.name.lower() in _SPLIT_ALIASES]
     if split_dirs:
         for d in subdirs:
@@ -347,7 +363,7 @@ def _read_folders(root: Path, tables: list[Path], label_map: LabelMap, src: Sour
         parts = {d.name: _SPLIT_ALIASES[d.name.lower()] for d in split_dirs}
         given = _normalise_given_splits(parts)
         class_dirs = [(c, given[d.name]) for d in split_dirs for c in sorted(d.iterdir())
-                      if c.is_dir() and not c.name.startswith(".")]
+                      if c.is_dir() and not c.name.startswith(".") and not _skipped(c, src.skip)]
         for d in split_dirs:
             for f in sorted(d.iterdir()):
                 if f.is_file() and not f.name.startswith("."):
@@ -363,9 +379,8 @@ def _read_folders(root: Path, tables: list[Path], label_map: LabelMap, src: Sour
 
     files: list[tuple[Path, Path, str]] = []
     for class_dir, split in class_dirs:
-        for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fname in sorted(filenames):
+        for dirpath, filenames in _walk(class_dir, src.skip):
+            for fname in filenames:
                 if fname.startswith(".") or fname.lower() in _JUNK_FILES:
                     continue
                 files.append((Path(dirpath) / fname, class_dir, split))
@@ -383,7 +398,7 @@ def _read_folders(root: Path, tables: list[Path], label_map: LabelMap, src: Sour
 
 
 def _read_isic2020(root: Path, tables: list[Path], label_map: LabelMap, src: SourceRows) -> None:
-    index = ImageIndex(root)
+    index = ImageIndex(root, src.skip)
     duplicates = _isic2020_duplicates(root, src)
     for table in tables:
         df = read_table(table)
@@ -421,7 +436,7 @@ def _isic2020_duplicates(root: Path, src: SourceRows) -> dict[str, str]:
 
 
 def _read_ham10000(root: Path, tables: list[Path], label_map: LabelMap, src: SourceRows) -> None:
-    index = ImageIndex(root)
+    index = ImageIndex(root, src.skip)
     for table in tables:
         df = read_table(table)
         _require(df, table, ("lesion_id", "image_id", "dx"))
@@ -435,7 +450,7 @@ def _read_ham10000(root: Path, tables: list[Path], label_map: LabelMap, src: Sou
 
 
 def _read_isic2017(root: Path, tables: list[Path], label_map: LabelMap, src: SourceRows) -> None:
-    index = ImageIndex(root)
+    index = ImageIndex(root, src.skip)
     given = _normalise_given_splits({t.name: _split_from_name(t.stem) for t in tables})
     for table in tables:
         df = read_table(table)
@@ -464,7 +479,7 @@ _ONEHOT = ("mel", "nv", "bcc", "ak", "akiec", "bkl", "df", "vasc", "scc", "unk")
 
 
 def _read_isic2019(root: Path, tables: list[Path], label_map: LabelMap, src: SourceRows) -> None:
-    index = ImageIndex(root)
+    index = ImageIndex(root, src.skip)
     meta = _isic2019_metadata(root, src)
     given = _normalise_given_splits({t.name: _split_from_name(t.stem) for t in tables})
     for table in tables:
@@ -510,7 +525,7 @@ def _isic2019_metadata(root: Path, src: SourceRows) -> dict[str, dict[str, str]]
 
 
 def _read_archive(root: Path, tables: list[Path], label_map: LabelMap, src: SourceRows) -> None:
-    index = ImageIndex(root)
+    index = ImageIndex(root, src.skip)
     for table in tables:
         df = read_table(table)
         _require(df, table, ("isic_id",))
@@ -550,7 +565,7 @@ def _read_csv(root: Path, tables: list[Path], label_map: LabelMap, src: SourceRo
                 f"{table}: needs a path or filename column (one of {list(_PATH_COLUMNS)}, or an "
                 f"image id column {list(_ID_COLUMNS)}) and a label or diagnosis column (one of "
                 f"{list(_LABEL_COLUMNS + _DIAGNOSIS_COLUMNS)}); columns found: {cols}")
-        index = ImageIndex(root)
+        index = ImageIndex(root, src.skip)
         default_source = table.parent.resolve().name or table.stem
         patient_col = _first(cols, ("patient_id", "patient"))
         lesion_col = _first(cols, ("lesion_id", "lesion"))
@@ -752,13 +767,14 @@ def detect_format(source: Path, fmt: str = "auto") -> tuple[Layout, Path, list[P
 
 
 def read_source(source: str | os.PathLike[str], label_map: LabelMap,
-                fmt: str = "auto") -> SourceRows:
+                fmt: str = "auto", skip: Iterable[str | os.PathLike[str]] = ()) -> SourceRows:
     """Read one source into candidate rows (nothing is decoded).
 
     Args:
         source: A folder or a CSV file.
         label_map: Names → labels.
         fmt: ``auto`` or a layout name.
+        skip: Folders to leave out (``prepare`` passes its output folder).
 
     Returns:
         The :class:`SourceRows` of the source.
@@ -769,7 +785,8 @@ def read_source(source: str | os.PathLike[str], label_map: LabelMap,
     """
     path = Path(source)
     layout, root, tables = detect_format(path, fmt)
-    src = SourceRows(path=path, format=layout.name, root=root, tables=list(tables))
+    src = SourceRows(path=path, format=layout.name, root=root, tables=list(tables),
+                     skip=tuple(Path(p).resolve() for p in skip))
     logger.info("%s: layout %s, %d table(s)", path, layout.name, len(tables))
     layout.read(root, tables, label_map, src)
     return src

@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from skinlesion import INTENDED_USE, __version__
-from skinlesion.data.formats import CANDIDATE_FIELDS, SourceRows, read_source
+from skinlesion.data.formats import CANDIDATE_FIELDS, SourceError, SourceRows, read_source
 from skinlesion.data.images import MAX_PIXELS, ImageError, read_image_bytes
 from skinlesion.data.labels import LabelMap
 from skinlesion.data.manifest import MANIFEST_COLUMNS, write_manifest
@@ -159,7 +159,8 @@ def prepare(
     label_map = LabelMap(settings.label_map)
 
     # === Read every source ===
-    read = [read_source(s, label_map, settings.fmt) for s in sources]
+    _check_out_dir(sources, out)
+    read = [read_source(s, label_map, settings.fmt, skip=[out]) for s in sources]
     candidates = _candidates(read)
     rejected = [r for src in read for r in src.rejected]
     notes = [w for src in read for w in src.warnings]
@@ -214,6 +215,17 @@ def _candidates(read: list[SourceRows]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=[*CANDIDATE_FIELDS, "source_order", "source_path"])
     return pd.concat(frames, ignore_index=True)
+
+
+def _check_out_dir(sources: Sequence[str | os.PathLike[str]], out: Path) -> None:
+    """DATA_DIR may lie inside a source folder (it is then skipped), but not be one."""
+    target = out.resolve()
+    for s in sources:
+        p = Path(s)
+        root = p if p.is_dir() else p.parent
+        if root.resolve() == target:
+            raise SourceError(f"{s}: --out {out} is the source folder itself; write the "
+                              "prepared data to another folder")
 
 
 def _fingerprint(df: pd.DataFrame, settings: PrepareSettings,
