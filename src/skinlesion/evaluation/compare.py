@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,7 +203,8 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
                  *, split: str = "test", threshold: str | ThresholdRule = "stored",
                  tta: int = 1, bootstrap: int = DEFAULT_REPLICATES,
                  out: str | os.PathLike[str] | None = None, seed: int = 0,
-                 batch_size: int = 32, progress: Any = None) -> CompareResult:
+                 batch_size: int = 32,
+                 progress: Callable[[int], None] | None = None) -> CompareResult:
     """Score several runs on the same manifest split and compare them pairwise.
 
     Images that any run fails to read are dropped for every run (a paired test needs

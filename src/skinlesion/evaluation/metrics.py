@@ -15,6 +15,7 @@ The heavy lifting is scikit-learn's: ``roc_auc_score``, ``roc_curve``,
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -264,7 +265,7 @@ def collect(out: dict[str, Any], name: str, fn: Callable[..., Any], *args: Any,
 
 
 def json_safe(obj: Any) -> Any:
-    """Recursively replace NaN/Inf by None and numpy scalars by Python ones (for JSON)."""
+    """Recursively make ``obj`` JSON-ready: NaN/Inf → None, numpy → Python, other → str."""
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -275,9 +276,11 @@ def json_safe(obj: Any) -> Any:
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    if isinstance(obj, datetime.date):  # e.g. an unquoted date in config.yaml
+        return obj.isoformat()
+    return str(obj)  # paths and anything else: readable, never a crash
 
 
 # === The result of an evaluation ===

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ from sklearn.metrics import (
 )
 
 from skinlesion.evaluation.metrics import as_arrays
+
+if TYPE_CHECKING:
+    from skinlesion.evaluation.metrics import EvalResult
 
 FIGSIZE = (5.6, 4.4)
 MALIGNANT_COLOR = "#c0392b"
@@ -177,7 +180,7 @@ def plot_score_histograms(y_true: ArrayLike, y_prob: ArrayLike, threshold: float
     edges = np.linspace(0.0, 1.0, bins + 1)
     for cls, name, color in ((0, "benign", BENIGN_COLOR), (1, "malignant", MALIGNANT_COLOR)):
         if (y == cls).any():
-            ax.hist(p[y == cls], bins=edges, density=True, alpha=0.5, color=color,
+            ax.hist(p[y == cls], bins=edges.tolist(), density=True, alpha=0.5, color=color,
                     label=f"{name} (n = {(y == cls).sum()})", edgecolor="white", lw=0.5)
     ax.axvline(threshold, color=OPERATING_COLOR, ls="--", lw=1.2,
                label=f"threshold {threshold:.3g}")
@@ -341,7 +344,7 @@ FIGURE_TITLES: dict[str, str] = {
 """Every figure the evaluation writes (``<name>.png``) and embeds in the report."""
 
 
-def evaluation_figures(result: Any, errors: pd.DataFrame, *,
+def evaluation_figures(result: EvalResult, errors: pd.DataFrame, *,
                        gallery_size: int = 12) -> dict[str, Figure]:
     """Draw every figure of an :class:`~skinlesion.evaluation.metrics.EvalResult`.
 
@@ -386,6 +389,4 @@ def evaluation_figures(result: Any, errors: pd.DataFrame, *,
 
 
 def _figure_of(ax: Axes) -> Figure:
-    fig = ax.get_figure()
-    assert isinstance(fig, Figure)
-    return fig
+    return cast(Figure, ax.figure)
