@@ -1,0 +1,458 @@
+"""Exporting a run for servers and phones: SavedModel, TFLite (float32/float16/int8), ONNX.
+
+Every format keeps the run's contract: raw 0–255 RGB float32 ``(N, S, S, 3)`` in
+(the normalisation is inside the graph), P(malignant) ``(N,)`` out, named ``image``
+and ``probability``. The route, chosen because it works with TF 2.21 / Keras 3:
+
+* **SavedModel** — ``keras.export.ExportArchive`` (what ``model.export()`` uses) with one
+  ``serve`` endpoint, also the ``serving_default`` signature TF Serving calls.
+* **TFLite** — ``tf.lite.TFLiteConverter.from_saved_model`` on that SavedModel; run with
+  ``ai_edge_litert`` (``tf.lite.Interpreter`` is deprecated). ``float16`` stores weights in
+  half precision; ``int8`` quantises weights and activations, calibrated on a
+  representative sample of the training split (ops without an int8 kernel stay float;
+  input and output stay float32, so every format is called the same way).
+* **ONNX** — ``tf2onnx.convert.from_function`` on the SavedModel's serving signature
+  (independent of tf2onnx's Keras-version support), run with ``onnxruntime``.
+
+Each export is checked against the Keras model on real images (``parity.py``) and
+written atomically: a temporary folder holding the model, ``model_spec.json`` and
+``parity.json`` is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from skinlesion.runspec import CONFIG_FILE, SPEC_FILE
+from skinlesion.utils.atomic import atomic_write_json
+
+if TYPE_CHECKING:
+    from skinlesion.inference.parity import ImageSample
+    from skinlesion.inference.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx")
+QUANTIZATIONS: tuple[str, ...] = ("float16", "int8")
+PARITY_FILE = "parity.json"
+MODEL_FILES: dict[str, str] = {"savedmodel": "saved_model.pb", "tflite": "model.tflite",
+                               "onnx": "model.onnx"}
+INPUT_NAME = "image"
+OUTPUT_NAME = "probability"
+ONNX_OPSET = 17
+
+
+class ExportError(ValueError):
+    """An export that cannot be made (bad option, missing library, no check images)."""
+
+
+@dataclass
+class ExportResult:
+    """What ``export_run`` produced.
+
+    Attributes:
+        path: The export folder (model file, ``model_spec.json``, ``parity.json``).
+        model_file: The model file (or the SavedModel folder).
+        format: ``savedmodel``, ``tflite`` or ``onnx``.
+        quantize: ``float16``, ``int8`` or None.
+        parity: The parity record (see ``parity.check_parity``), or None if skipped.
+        size_bytes: Size of the model on disk.
+    """
+
+    path: Path
+    model_file: Path
+    format: str
+    quantize: str | None
+    parity: dict[str, Any] | None
+    size_bytes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# === Converters ===
+
+def export_savedmodel(predictor: Predictor, target: str | os.PathLike[str]) -> Path:
+    """Write a TF Serving SavedModel of the run's model into ``target`` (a new folder).
+
+    Signature ``serving_default`` (= endpoint ``serve``): ``image`` float32
+    ``(None, S, S, 3)`` raw 0–255 RGB → ``probability`` float32 ``(None,)``.
+    """
+    import keras
+    import tensorflow as tf
+
+    model = predictor.model
+    size = predictor.input_size
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(image: Any) -> dict[str, Any]:
+        return {OUTPUT_NAME: tf.reshape(model(image, training=False), (-1,))}
+
+    archive.add_endpoint(
+        "serve", serve,
+        input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name=INPUT_NAME)])
+    archive.write_out(os.fspath(target), verbose=False)
+    return Path(target)
+
+
+def export_tflite(saved_model: str | os.PathLike[str], target: str | os.PathLike[str], *,
+                  quantize: str | None = None,
+                  representative: np.ndarray | None = None) -> Path:
+    """Convert a SavedModel from ``export_savedmodel`` to a ``.tflite`` file.
+
+    Args:
+        saved_model: The SavedModel folder.
+        target: The ``.tflite`` file to write.
+        quantize: None (float32), ``"float16"`` or ``"int8"``.
+        representative: For int8: ``(N, S, S, 3)`` float32 0–255 calibration images.
+
+    Raises:
+        ExportError: for int8 without representative images.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        if representative is None or len(representative) == 0:
+            raise ExportError("int8 quantisation needs representative images for calibration")
+        images = np.asarray(representative, np.float32)
+
+        def dataset() -> Iterator[list[np.ndarray]]:
+            for i in range(len(images)):
+                yield [images[i:i + 1]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = dataset
+    elif quantize is not None:
+        raise ExportError(f"unknown quantisation {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
+    Path(target).write_bytes(converter.convert())
+    return Path(target)
+
+
+def export_onnx(saved_model: str | os.PathLike[str], target: str | os.PathLike[str], *,
+                input_size: int, opset: int = ONNX_OPSET) -> Path:
+    """Convert a SavedModel from ``export_savedmodel`` to ONNX with tf2onnx.
+
+    Raises:
+        ExportError: if tf2onnx is not installed (``pip install 'skinlesion[export]'``).
+    """
+    import tensorflow as tf
+
+    try:
+        import tf2onnx
+    except ImportError as exc:
+        raise ExportError("ONNX export needs tf2onnx: pip install 'skinlesion[export]'") from exc
+    loaded = tf.saved_model.load(os.fspath(saved_model))
+    signature = loaded.signatures["serving_default"]
+    spec = tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=INPUT_NAME)
+
+    @tf.function(input_signature=[spec], autograph=False)
+    def serve(image: Any) -> dict[str, Any]:
+        return {OUTPUT_NAME: signature(image=image)[OUTPUT_NAME]}
+
+    # tf2onnx logs a traceback when one of its optional graph optimisations does not
+    # apply (a scalar Add in the preprocessing); the conversion itself is unaffected.
+    with _quiet_logger("tf2onnx"):
+        tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset,
+                                      output_path=os.fspath(target))
+    return Path(target)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    log = logging.getLogger(name)
+    old = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
+# === Runtimes (what parity checks and benchmarks call) ===
+
+class SavedModelRuntime:
+    """A SavedModel's ``serving_default`` signature."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import tensorflow as tf
+
+        self._fn = tf.saved_model.load(os.fspath(path)).signatures["serving_default"]
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        out = self._fn(**{INPUT_NAME: tf.constant(np.asarray(images, np.float32))})
+        return np.asarray(out[OUTPUT_NAME], np.float64).reshape(-1)
+
+
+class TFLiteRuntime:
+    """A ``.tflite`` model run with ``ai_edge_litert`` (resized to each batch size).
+
+    Args:
+        path: The ``.tflite`` file.
+        num_threads: Interpreter threads (None = the runtime's default).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], num_threads: int | None = None) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as exc:
+            raise ExportError("running TFLite needs ai-edge-litert: "
+                              "pip install 'skinlesion[export]'") from exc
+        self._interp = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+        self._input = self._interp.get_input_details()[0]
+        self._output = self._interp.get_output_details()[0]
+        self._batch = -1
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images, np.float32)
+        if len(x) != self._batch:
+            self._interp.resize_tensor_input(self._input["index"], list(x.shape))
+            self._interp.allocate_tensors()
+            self._batch = len(x)
+        dtype = self._input["dtype"]
+        if np.issubdtype(dtype, np.integer):  # a fully-integer model: quantise the input
+            scale, zero = self._input["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        self._interp.set_tensor(self._input["index"], x)
+        self._interp.invoke()
+        out = self._interp.get_tensor(self._output["index"])
+        if np.issubdtype(out.dtype, np.integer):
+            scale, zero = self._output["quantization"]
+            out = (out.astype(np.float64) - zero) * scale
+        return np.asarray(out, np.float64).reshape(-1)
+
+
+class OnnxRuntime:
+    """An ONNX model run with ``onnxruntime`` on the CPU.
+
+    Args:
+        path: The ``.onnx`` file.
+        num_threads: Intra-op threads (None = the runtime's default).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], num_threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ExportError("running ONNX needs onnxruntime: "
+                              "pip install 'skinlesion[export]'") from exc
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        self._session = ort.InferenceSession(os.fspath(path), sess_options=options,
+                                             providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        out = self._session.run(None, {self._input: np.asarray(images, np.float32)})[0]
+        return np.asarray(out, np.float64).reshape(-1)
+
+
+def load_runtime(path: str | os.PathLike[str], num_threads: int | None = None
+                 ) -> SavedModelRuntime | TFLiteRuntime | OnnxRuntime:
+    """Open an exported model (an export folder, a SavedModel folder, a .tflite or .onnx file).
+
+    Raises:
+        ExportError: if ``path`` is none of those.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if (p / MODEL_FILES["savedmodel"]).is_file():
+            return SavedModelRuntime(p)
+        for fmt in ("tflite", "onnx"):
+            if (p / MODEL_FILES[fmt]).is_file():
+                return load_runtime(p / MODEL_FILES[fmt], num_threads)
+    elif p.suffix == ".tflite":
+        return TFLiteRuntime(p, num_threads)
+    elif p.suffix == ".onnx":
+        return OnnxRuntime(p, num_threads)
+    raise ExportError(f"{p}: not an exported model (expected a SavedModel folder, "
+                      "model.tflite or model.onnx)")
+
+
+# === The export command's orchestrator ===
+
+def default_out_dir(run_dir: str | os.PathLike[str], fmt: str, quantize: str | None) -> Path:
+    """``RUN_DIR/export/<format>[-<quantize>]``."""
+    return Path(run_dir) / "export" / (fmt if quantize is None else f"{fmt}-{quantize}")
+
+
+def training_data_dir(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The data folder named by ``RUN_DIR/config.yaml`` (``data_dir``), if it still exists."""
+    import yaml
+
+    cfg = Path(run_dir) / CONFIG_FILE
+    if not cfg.is_file():
+        return None
+    try:
+        data = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        logger.warning("%s: unreadable; cannot locate the training data", cfg)
+        return None
+    raw = data.get("data_dir") if isinstance(data, dict) else None
+    if not raw:
+        return None
+    for candidate in (Path(raw), Path(run_dir).parent / raw):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    fmt: str,
+    *,
+    quantize: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    check_images: str | os.PathLike[str] | None = None,
+    calibration_data: str | os.PathLike[str] | None = None,
+    check_count: int = 200,
+    calibration_count: int = 100,
+    skip_check: bool = False,
+    seed: int = 0,
+    predictor: Predictor | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export a run, check it against the Keras model, and write it atomically.
+
+    Args:
+        run_dir: The training run.
+        fmt: ``savedmodel``, ``tflite`` or ``onnx``.
+        quantize: ``float16`` or ``int8`` (TFLite only), or None.
+        out: Export folder. Defaults to ``RUN_DIR/export/<format>[-<quantize>]``; an existing
+            folder is replaced only once the new export is complete.
+        check_images: Images for the parity check: a prepared data folder, a folder with
+            ``labels.csv``, or a folder of images. Defaults to the training data's test
+            (else val) split, found through ``RUN_DIR/config.yaml``.
+        calibration_data: int8 calibration images (same kinds of folder). Defaults to the
+            training data's train split.
+        check_count: Images in the parity check. Defaults to 200.
+        calibration_count: Images for int8 calibration. Defaults to 100.
+        skip_check: Export without a parity check (``parity.json`` says so).
+        seed: Sampling seed for both samples.
+        predictor: An already loaded Predictor for ``run_dir`` (saves loading it again).
+        progress: Called with a short message before each step.
+
+    Returns:
+        The ``ExportResult``.
+
+    Raises:
+        ExportError: for a bad format/quantisation pair, a missing export library, or no
+            images where they are needed.
+        RunError: if ``run_dir`` is not a usable run.
+    """
+    from skinlesion.inference.parity import ParityError, check_parity, load_sample, sample_images
+    from skinlesion.inference.predictor import Predictor
+
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantisation {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
+    if quantize is not None and fmt != "tflite":
+        raise ExportError(f"--quantize applies to tflite only, not {fmt}")
+    step = progress or (lambda _msg: None)
+    pred = predictor or Predictor.from_run(run_dir)
+    target = Path(out) if out is not None else default_out_dir(run_dir, fmt, quantize)
+    data_dir = training_data_dir(run_dir)
+
+    def find(source: str | os.PathLike[str] | None, n: int, splits: tuple[str, ...],
+             what: str) -> ImageSample:
+        src = source if source is not None else data_dir
+        if src is None:
+            raise ExportError(f"no images for the {what}: {Path(run_dir) / CONFIG_FILE} names no "
+                              f"existing data folder; pass a folder of images with "
+                              f"{'--check-images' if what == 'parity check' else '--calibration-data'}")
+        try:
+            return sample_images(src, n, seed=seed, splits=splits)
+        except (ParityError, ValueError) as exc:
+            raise ExportError(f"{what}: {exc}") from exc
+
+    representative = None
+    calibration_source = None
+    if quantize == "int8":
+        step("loading calibration images")
+        cal = find(calibration_data, calibration_count, ("train",), "int8 calibration")
+        representative, _, _ = load_sample(pred, cal)
+        calibration_source = cal.source
+    check = None if skip_check else find(check_images, check_count, ("test", "val"), "parity check")
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        scratch = work / "_savedmodel"
+        step("exporting SavedModel")
+        export_savedmodel(pred, work if fmt == "savedmodel" else scratch)
+        if fmt == "tflite":
+            step(f"converting to TFLite{f' ({quantize})' if quantize else ''}")
+            model_file = export_tflite(scratch, work / MODEL_FILES["tflite"], quantize=quantize,
+                                       representative=representative)
+        elif fmt == "onnx":
+            step("converting to ONNX")
+            model_file = export_onnx(scratch, work / MODEL_FILES["onnx"],
+                                     input_size=pred.input_size)
+        else:
+            model_file = work
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        shutil.copy2(Path(run_dir) / SPEC_FILE, work / SPEC_FILE)
+
+        parity: dict[str, Any] | None = None
+        record: dict[str, Any] = {"format": fmt, "quantize": quantize,
+                                  "model_id": pred.model_id, "input": INPUT_NAME,
+                                  "output": OUTPUT_NAME, "calibration_source": calibration_source}
+        if check is not None:
+            step(f"checking parity on {len(check.paths)} images")
+            images, labels, skipped = load_sample(pred, check)
+            parity = check_parity(pred, load_runtime(model_file), images, labels,
+                                  precision=quantize or "float32")
+            parity.update(check_source=check.source, skipped=skipped)
+            record.update(parity)
+        else:
+            record["checked"] = False
+        atomic_write_json(work / PARITY_FILE, record)
+        _replace_dir(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    final_model = target if fmt == "savedmodel" else target / Path(model_file).name
+    return ExportResult(path=target, model_file=final_model, format=fmt, quantize=quantize,
+                        parity=parity, size_bytes=_size(final_model))
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    # Directories cannot be swapped atomically with one rename if the target exists: move the
+    # old one aside first, so a reader sees the old export or the new one, never a mix.
+    if target.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, trash / target.name)
+        os.replace(new, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def read_parity(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``parity.json`` of an export folder."""
+    return json.loads((Path(export_dir) / PARITY_FILE).read_text(encoding="utf-8"))
