@@ -1,0 +1,459 @@
+"""Training speed: frozen-cached vs frozen-recomputed vs fine-tuning, input pipeline vs model,
+and the fraction of the machine's float32 limit each reaches.
+
+Measurements, each in its own child process (its own peak memory), all in one run so
+their ratios compare like with like:
+
+* **head on cached features** (our frozen recipe): epochs of the head over 2,000 cached
+  feature vectors (random values of the backbone's feature size: a Dense layer's cost does
+  not depend on them), optimiser and batch size of our recipe;
+* **frozen, recomputed** (tutorial 1's way): the full forward pass through the frozen
+  backbone for every image in every epoch, with tutorial 1's settings (RMSprop, batch 64,
+  no augmentation), on real prepared isic-dev images decoded once and cached in memory;
+* **fine-tuning** — ours (top 3 layer groups, AdamW, batch 32, augmentation) and tutorial
+  2's (every layer, Adam, batch 32): forward plus backward;
+* **tf.data input**: decode + resize + augment from the prepared JPEGs with
+  ``skinlesion.data.pipeline`` (no cache), against the model's training step rate;
+* **compute**: model FLOPs per image and a large float32 matmul's GFLOP/s on the same cores.
+
+Epoch times come from a Keras callback (``on_epoch_begin``/``on_epoch_end``); the first
+epoch (decoding, tracing) is discarded as warm-up. The recomputed epoch over 2,000 images
+is ``2000 / measured img/s`` (in quick mode over fewer images), so the cached-vs-recomputed
+ratio compares two measurements of the same run.
+
+FLOP counting (documented in the report): the forward pass is counted by TensorFlow's
+profiler (``tf.compat.v1.profiler`` ``float_operation`` on the frozen graph of one image)
+and, as a cross-check, analytically from the Keras layers (2 × multiply-adds of every
+Conv2D, DepthwiseConv2D and Dense; elementwise ops ignored). A training step is estimated
+analytically as forward + input gradients for every layer above the lowest trainable one +
+weight gradients for the trainable layers (each ≈ its forward cost). The fraction of the
+machine's limit is achieved FLOP/s divided by the best float32 matmul FLOP/s measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from bench._harness import (
+    cache_dir,
+    now_iso,
+    prepared_isic_dev,
+    ratio,
+    run_in_child,
+    self_peak_rss_mb,
+    summarize_times,
+)
+
+log = logging.getLogger(__name__)
+
+REFERENCE_IMAGES = 2000
+"""Epoch size the cached-vs-recomputed comparison is stated for."""
+RATIO_TARGET = 50.0
+HEAD_EPOCH_TARGET_S = 1.0
+
+# Regime → (recipe it takes its optimiser/batch/augmentation from, unfreeze groups).
+REGIMES: dict[str, tuple[str, int]] = {
+    "frozen_recomputed": ("tutorial1", 0),
+    "finetune_top": ("finetune", 3),
+    "finetune_all": ("tutorial2", -1),
+}
+REGIME_LABELS: dict[str, str] = {
+    "head_cached": "ours · head on cached features",
+    "frozen_recomputed": "T1 · frozen backbone, recomputed (forward per image per epoch)",
+    "finetune_top": "ours · fine-tuning the top 3 groups (forward + backward)",
+    "finetune_all": "T2 · fine-tuning every layer (forward + backward)",
+}
+
+QUICK = {"images": 64, "epochs": 2, "input_images": 64, "input_repeats": 2, "matmul_n": 2048,
+         "matmul_repeats": 5, "forward_repeats": 3, "head_epochs": 5}
+FULL = {"images": 512, "epochs": 3, "input_images": 512, "input_repeats": 3, "matmul_n": 2048,
+        "matmul_repeats": 10, "forward_repeats": 10, "head_epochs": 10}
+TIMEOUT_S = {True: 300, False: 3600}
+
+
+def run(quick: bool = True) -> dict[str, Any]:
+    """Measure every regime in its own child process and put the ratios together.
+
+    Returns:
+        ``{"title", "quick", "settings", "measurements": {...}, "comparison": {...},
+        "notes", "headline"}``.
+    """
+    from skinlesion.models.registry import DEFAULT_BACKBONE, get_backbone
+
+    s = QUICK if quick else FULL
+    backbone = DEFAULT_BACKBONE
+    spec = get_backbone(backbone)
+    size = spec.input_size
+    data = prepared_isic_dev()
+    logs = cache_dir() / "training_speed" / "logs"
+    timeout = TIMEOUT_S[quick]
+    meas: dict[str, Any] = {}
+
+    def child(name: str, target: str, **kwargs: Any) -> None:
+        log.info("training_speed: %s", name)
+        res = run_in_child(f"bench.training_speed:{target}", kwargs, timeout=timeout,
+                           log_path=logs / f"{name}.log")
+        meas[name] = {**(res.value or {}), "child": res.describe()}
+        if not res.ok:
+            meas[name]["error"] = res.error
+
+    # The head is light: it shares a child with the compute measurements, measured first so
+    # that its own peak memory is read before the model is built.
+    child("compute", "measure_head_and_compute", backbone=backbone, size=size,
+          matmul_n=s["matmul_n"], matmul_repeats=s["matmul_repeats"],
+          forward_repeats=s["forward_repeats"], head_images=REFERENCE_IMAGES,
+          feature_dim=spec.feature_dim, head_epochs=s["head_epochs"])
+    meas["head_cached"] = meas["compute"].pop("head", None) or {
+        "error": meas["compute"].get("error")}
+    for regime in REGIMES:
+        child(regime, "measure_image_training", regime=regime, backbone=backbone, size=size,
+              data_dir=data["data_dir"], n_images=s["images"], epochs=s["epochs"])
+    child("input_pipeline", "measure_input_pipeline", data_dir=data["data_dir"], size=size,
+          n_images=s["input_images"], repeats=s["input_repeats"])
+
+    comparison = compare(meas)
+    return {
+        "title": "Training speed",
+        "quick": quick, "backbone": backbone, "input_size": size,
+        "settings": {**s, "reference_images": REFERENCE_IMAGES},
+        "measurements": meas, "comparison": comparison,
+        "notes": _notes(quick, s),
+        "created": now_iso(),
+    }
+
+
+def _notes(quick: bool, s: dict[str, Any]) -> list[str]:
+    notes = [
+        f"Image regimes: {s['images']} real prepared isic-dev images per epoch, "
+        f"{s['epochs']} timed epochs after one warm-up epoch (decoding + tracing), cached in "
+        "memory after decoding; the head: epochs over 2,000 cached feature vectors.",
+        "Recomputed epoch over 2,000 images = 2,000 / measured img/s of the frozen regime.",
+        "FLOPs: forward counted by tf.compat.v1.profiler (float_operation, frozen graph, batch 1) "
+        "and analytically from Keras layers (2 × MACs of Conv2D/DepthwiseConv2D/Dense) as a "
+        "cross-check; training FLOPs estimated as forward + input gradients above the lowest "
+        "trainable layer + weight gradients of trainable layers (each ≈ the layer's forward).",
+        "Machine limit: best time of a float32 matmul (n × n, 2n³ FLOPs) with TensorFlow on the "
+        "same cores, in the same run.",
+    ]
+    if quick:
+        notes.insert(0, "Quick mode: fewer images and repetitions; rates are real but noisier.")
+    return notes
+
+
+def compare(meas: dict[str, Any]) -> dict[str, Any]:
+    """Ratios and fractions of the machine's limit from the measurements of one run."""
+    head = meas.get("head_cached", {}).get("epoch") or {}
+    rec = meas.get("frozen_recomputed", {}).get("epoch") or {}
+    compute = meas.get("compute", {})
+    peak = (compute.get("matmul") or {}).get("gflops_best")
+    head_epoch = head.get("median_s")
+    rec_rate = rec.get("per_s_median")
+    rec_epoch = REFERENCE_IMAGES / rec_rate if rec_rate else None
+    out: dict[str, Any] = {
+        "reference_images": REFERENCE_IMAGES,
+        "head_epoch_s": head_epoch,
+        "recomputed_epoch_s": rec_epoch,
+        "cached_vs_recomputed": ratio(rec_epoch, head_epoch),
+        "ratio_target": RATIO_TARGET, "head_epoch_target_s": HEAD_EPOCH_TARGET_S,
+    }
+    out["ratio_target_met"] = (None if out["cached_vs_recomputed"] is None
+                               else out["cached_vs_recomputed"] >= RATIO_TARGET)
+    out["head_epoch_target_met"] = None if head_epoch is None else head_epoch < HEAD_EPOCH_TARGET_S
+    rows = []
+    flops = compute.get("train_flops_per_image") or {}
+    for name in ("head_cached", *REGIMES):
+        m = meas.get(name, {})
+        epoch = m.get("epoch") or {}
+        rate = epoch.get("per_s_median")
+        per_image = flops.get(name) if name != "head_cached" else m.get("flops_per_image")
+        achieved = per_image * rate / 1e9 if per_image and rate else None
+        rows.append({
+            "regime": name, "label": REGIME_LABELS.get(name, name),
+            "img_per_s": rate, "img_per_s_best": epoch.get("per_s_best"),
+            "img_per_s_worst": epoch.get("per_s_worst"),
+            "epoch_2000_s": REFERENCE_IMAGES / rate if rate else None,
+            "batch_size": m.get("batch_size"), "repeats": epoch.get("repeats"),
+            "gflop_per_image": per_image / 1e9 if per_image else None,
+            "achieved_gflops": achieved, "fraction_of_peak": ratio(achieved, peak),
+            "peak_rss_mb": m.get("peak_rss_mb") or (m.get("child") or {}).get("peak_rss_mb"),
+            "error": m.get("error"),
+        })
+    out["regimes"] = rows
+    fwd = compute.get("forward") or {}
+    fwd_rate = fwd.get("per_s_median")
+    fwd_flops = compute.get("forward_flops_per_image")
+    fwd_achieved = fwd_flops * fwd_rate / 1e9 if fwd_flops and fwd_rate else None
+    out["inference_forward"] = {"img_per_s": fwd_rate, "batch_size": compute.get("batch_size"),
+                                "achieved_gflops": fwd_achieved,
+                                "fraction_of_peak": ratio(fwd_achieved, peak)}
+    pipe = (meas.get("input_pipeline") or {}).get("full") or {}
+    step = (meas.get("finetune_top") or {}).get("epoch") or {}
+    out["input_vs_model"] = {
+        "input_img_per_s": pipe.get("per_s_median"),
+        "model_step_img_per_s": step.get("per_s_median"),
+        "input_over_model": ratio(pipe.get("per_s_median"), step.get("per_s_median")),
+    }
+    out["peak_gflops"] = peak
+    return out
+
+
+# === Children ==================================================================
+
+class _EpochTimer:
+    """Keras callback recording each epoch's wall time (built lazily: keras is imported late)."""
+
+    @staticmethod
+    def make() -> Any:
+        import keras
+
+        class EpochTimer(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.times: list[float] = []
+                self._t = 0.0
+
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                self.times.append(time.perf_counter() - self._t)
+
+        return EpochTimer()
+
+
+def measure_head(n_images: int, feature_dim: int, epochs: int, seed: int = 1) -> dict[str, Any]:
+    """Epoch time of our head (recipe ``frozen``'s optimiser, loss, batch, class weights)
+    over ``n_images`` cached feature vectors."""
+    import keras
+
+    from skinlesion.models.classifier import build_head
+    from skinlesion.training.config import load_config, recipe_overrides
+    from skinlesion.training.objectives import (
+        class_weights,
+        make_loss,
+        make_metrics,
+        make_optimizer,
+    )
+
+    cfg = load_config(overrides=recipe_overrides("frozen"))
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_images, feature_dim)).astype(np.float32)
+    y = (rng.random(n_images) < 0.4).astype(np.float32)
+    head = build_head(feature_dim, cfg.dropout)
+    head.compile(optimizer=make_optimizer(cfg, cfg.head_lr), loss=make_loss(cfg),
+                 metrics=make_metrics())
+    timer = _EpochTimer.make()
+    head.fit(x, y, epochs=epochs + 1, batch_size=cfg.head_batch_size, callbacks=[timer],
+             class_weight=class_weights(y), verbose=0, shuffle=True)
+    # Forward 2·D plus the weight gradient 2·D (no input gradient: the features are inputs).
+    flops = 4 * feature_dim
+    return {"epoch": summarize_times(timer.times[1:], items=n_images, warmup=1),
+            "batch_size": cfg.head_batch_size, "feature_dim": feature_dim,
+            "optimizer": cfg.optimizer, "flops_per_image": flops,
+            "peak_rss_mb": self_peak_rss_mb()}
+
+
+def measure_head_and_compute(head_images: int, feature_dim: int, head_epochs: int,
+                             **compute: Any) -> dict[str, Any]:
+    """:func:`measure_head`, then :func:`measure_compute`, in one process (head first)."""
+    head = measure_head(n_images=head_images, feature_dim=feature_dim, epochs=head_epochs)
+    return {**measure_compute(**compute), "head": head}
+
+
+def _sample_paths(data_dir: str, n: int, seed: int = 1) -> tuple[list[str], np.ndarray]:
+    from skinlesion.data.manifest import read_manifest, resolve_paths
+
+    df = read_manifest(data_dir)
+    train = df[df["split"] == "train"].sample(frac=1.0, random_state=seed).head(n)
+    return resolve_paths(train, data_dir), train["label"].to_numpy(np.float32)
+
+
+def measure_image_training(regime: str, backbone: str, size: int, data_dir: str, n_images: int,
+                           epochs: int, seed: int = 1) -> dict[str, Any]:
+    """Epoch times of ``model.fit`` on real images in one regime of :data:`REGIMES`."""
+    import keras
+
+    from skinlesion.data.pipeline import image_dataset, training_stream
+    from skinlesion.models.classifier import build_classifier
+    from skinlesion.models.registry import get_backbone
+    from skinlesion.training.config import load_config, recipe_overrides
+    from skinlesion.training.objectives import make_loss, make_metrics, make_optimizer, steps
+    from skinlesion.training.stages import set_trainable
+
+    recipe, unfreeze = REGIMES[regime]
+    cfg = load_config(overrides={**recipe_overrides(recipe), "backbone": backbone,
+                                 "input_size": size})
+    bspec = get_backbone(backbone)
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(backbone, size, weights=cfg.weights_arg, dropout=cfg.dropout,
+                             preprocessing=cfg.preprocessing or bspec.preprocessing)
+    trainable = set_trainable(model, bspec, unfreeze)
+    lr = cfg.head_lr if unfreeze == 0 else cfg.finetune_lr
+    model.compile(optimizer=make_optimizer(cfg, lr), loss=make_loss(cfg), metrics=make_metrics())
+    paths, labels = _sample_paths(data_dir, n_images, seed)
+    n = len(paths)
+    base = image_dataset(paths, labels, size, cache="memory")
+    stream = training_stream(base, n, batch_size=cfg.batch_size, seed=seed, start_epoch=0,
+                             epochs=epochs + 1, augment=cfg.augment)
+    timer = _EpochTimer.make()
+    model.fit(stream, epochs=epochs + 1, steps_per_epoch=steps(n, cfg.batch_size),
+              callbacks=[timer], verbose=0)
+    return {"epoch": summarize_times(timer.times[1:], items=n, warmup=1),
+            "warmup_epoch_s": timer.times[0], "recipe": recipe, "unfreeze_groups": unfreeze,
+            "trainable_backbone_layers": trainable, "batch_size": cfg.batch_size,
+            "optimizer": cfg.optimizer, "augment": bool(cfg.augment.enabled)}
+
+
+def measure_input_pipeline(data_dir: str, size: int, n_images: int, repeats: int,
+                           seed: int = 1) -> dict[str, Any]:
+    """img/s of the tf.data input: decode + resize + augment from the prepared JPEGs (no
+    cache), and decode + resize alone."""
+    from skinlesion.data.pipeline import image_dataset, training_stream
+    from skinlesion.training.config import AugmentConfig
+
+    paths, labels = _sample_paths(data_dir, n_images, seed)
+    n = len(paths)
+
+    def epoch_times(augment: AugmentConfig | None) -> dict[str, Any]:
+        base = image_dataset(paths, labels, size, cache=None)
+        times = []
+        for epoch in range(repeats + 1):
+            ds = training_stream(base, n, batch_size=32, seed=seed, start_epoch=epoch,
+                                 epochs=epoch + 1, augment=augment)
+            t = time.perf_counter()
+            count = sum(int(x.shape[0]) for x, _ in ds)
+            times.append(time.perf_counter() - t)
+            if count != n:
+                raise RuntimeError(f"input pipeline yielded {count} images, expected {n}")
+        return summarize_times(times[1:], items=n, warmup=1)
+
+    return {"full": epoch_times(AugmentConfig()), "decode_resize": epoch_times(None),
+            "images": n, "batch_size": 32, "what": "decode + resize + augment (tf.data, no cache)"}
+
+
+def measure_compute(backbone: str, size: int, matmul_n: int, matmul_repeats: int,
+                    forward_repeats: int, batch_size: int = 32) -> dict[str, Any]:
+    """The machine's float32 matmul GFLOP/s, the model's FLOPs per image (profiler and
+    analytic; training estimates per regime) and its inference forward img/s."""
+    import tensorflow as tf
+
+    from skinlesion.models.classifier import BACKBONE_NAME, build_classifier
+    from skinlesion.models.registry import get_backbone
+    from skinlesion.training.stages import set_trainable
+
+    out: dict[str, Any] = {"matmul": matmul_gflops(matmul_n, matmul_repeats)}
+    bspec = get_backbone(backbone)
+    model = build_classifier(backbone, size, weights=None)
+    out["profiler_flops_per_image"], out["profiler_note"] = profiler_flops(model, size)
+    layers = layer_flops(model)
+    out["analytic_flops_per_image"] = float(sum(f for _, f, _ in layers))
+    out["forward_flops_per_image"] = out["profiler_flops_per_image"] or out[
+        "analytic_flops_per_image"]
+    train: dict[str, float] = {}
+    for regime, (_, unfreeze) in REGIMES.items():
+        set_trainable(model, bspec, unfreeze)
+        train[regime] = training_flops(layer_flops(model))
+    model.get_layer(BACKBONE_NAME).trainable = False
+    out["train_flops_per_image"] = train
+    x = tf.random.uniform((batch_size, size, size, 3), 0, 255, seed=1)
+    forward = tf.function(lambda t: model(t, training=False))
+    out["forward"] = _time_tf(lambda: forward(x), forward_repeats, items=batch_size)
+    out["batch_size"] = batch_size
+    return out
+
+
+def _time_tf(fn: Any, repeats: int, items: int) -> dict[str, Any]:
+    from bench._harness import time_calls
+
+    return time_calls(lambda: np.asarray(fn()), repeats=repeats, warmup=1, items=items)
+
+
+def matmul_gflops(n: int, repeats: int) -> dict[str, Any]:
+    """GFLOP/s of an ``n × n`` float32 matmul with TensorFlow (2n³ FLOPs per product)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), seed=1)
+    b = tf.random.normal((n, n), seed=2)
+    product = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
+    timing = _time_tf(product, repeats, items=1)
+    flops = 2.0 * n**3
+    return {"n": n, "dtype": "float32", "timing": timing,
+            "gflops_best": flops / timing["min_s"] / 1e9,
+            "gflops_median": flops / timing["median_s"] / 1e9}
+
+
+def profiler_flops(model: Any, size: int) -> tuple[float | None, str]:
+    """Forward FLOPs of one image by TensorFlow's profiler on the frozen graph (or None)."""
+    try:
+        import tensorflow as tf
+        from tensorflow.python.framework.convert_to_constants import (
+            convert_variables_to_constants_v2,
+        )
+
+        fn = tf.function(lambda t: model(t, training=False))
+        concrete = fn.get_concrete_function(tf.TensorSpec((1, size, size, 3), tf.float32))
+        graph = convert_variables_to_constants_v2(concrete).graph
+        opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+        opts["output"] = "none"
+        info = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
+                                             cmd="op", options=opts)
+        return float(info.total_float_ops), "tf.compat.v1.profiler float_operation, frozen graph"
+    except Exception as exc:  # the profiler is a v1 API; never let it sink the bench
+        return None, f"profiler unavailable ({type(exc).__name__}: {exc})"
+
+
+def layer_flops(model: Any) -> list[tuple[str, float, bool]]:
+    """``(layer name, forward FLOPs per image, trainable)`` for every Conv2D, DepthwiseConv2D,
+    SeparableConv2D and Dense layer, in graph order, nested models expanded.
+
+    FLOPs are 2 × multiply-adds: ``2·H_out·W_out·prod(kernel shape)`` for convolutions (the
+    kernel shape already holds in-channels per group), ``2·prod(kernel shape)`` for Dense.
+    """
+    import keras
+
+    out: list[tuple[str, float, bool]] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(layer_flops(layer))
+            continue
+        kernels = [w for w in layer.weights if "kernel" in w.path.rsplit("/", 1)[-1]]
+        if not kernels:
+            continue
+        try:
+            shape = tuple(layer.output.shape)
+        except (AttributeError, ValueError):
+            continue
+        spatial = float(np.prod([d for d in shape[1:-1] if d])) if len(shape) > 2 else 1.0
+        macs = sum(float(np.prod(k.shape)) for k in kernels) * spatial
+        out.append((layer.name, 2.0 * macs, bool(layer.trainable)))
+    return out
+
+
+def training_flops(layers: list[tuple[str, float, bool]]) -> float:
+    """Estimated FLOPs of one training step per image from :func:`layer_flops`.
+
+    Forward of every layer, plus the gradient with respect to the input of every layer
+    above the lowest trainable one (back-propagation must pass through them), plus the
+    gradient with respect to the weights of every trainable layer; each ≈ that layer's
+    forward cost.
+    """
+    fwd = sum(f for _, f, _ in layers)
+    first = next((i for i, (_, _, t) in enumerate(layers) if t), None)
+    if first is None:
+        return fwd
+    input_grads = sum(f for _, f, _ in layers[first + 1:])
+    weight_grads = sum(f for _, f, t in layers if t)
+    return fwd + input_grads + weight_grads
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    print(json.dumps(run(quick="--full" not in sys.argv), indent=2, default=str))
