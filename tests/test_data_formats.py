@@ -210,6 +210,15 @@ def test_isic2020_v2_ground_truth_with_lesion_id(tmp_path: Path) -> None:
     src = read_source(root, LabelMap())
     assert src.format == "isic2020"
     assert _by_id(src)["ISIC_0052212"]["lesion_id"] == "IL_0000002"
+    # v1 beside v2 (both as published): every image is still read once, from v2.
+    write(root / "ISIC_2020_Training_GroundTruth.csv", (
+        "image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+        "benign_malignant,target\n"
+        "ISIC_0015719,IP_3075186,female,45.0,upper extremity,unknown,benign,0\n"))
+    both = read_source(root, LabelMap())
+    assert len(both.rows) == 2 and not both.rejected
+    assert _by_id(both)["ISIC_0015719"]["lesion_id"] == "IL_0000001"
+    assert any("read once" in w for w in both.warnings)
 
 
 def test_isic2020_csv_file_given_directly(tmp_path: Path) -> None:

@@ -400,11 +400,19 @@ def _read_folders(root: Path, tables: list[Path], label_map: LabelMap, src: Sour
 def _read_isic2020(root: Path, tables: list[Path], label_map: LabelMap, src: SourceRows) -> None:
     index = ImageIndex(root, src.skip)
     duplicates = _isic2020_duplicates(root, src)
-    for table in tables:
+    # v2 first: it has every v1 column plus lesion_id. An image listed by both tables
+    # (v1 and v2 side by side) is read once.
+    seen: set[str] = set()
+    for table in sorted(tables, key=lambda t: ("v2" not in t.stem.lower(), t.name)):
         df = read_table(table)
         _require(df, table, ("image_name", "target"))
+        repeated = 0
         for rec in df.to_dict("records"):
             image_id = rec["image_name"]
+            if image_id in seen:
+                repeated += 1
+                continue
+            seen.add(image_id)
             if image_id in duplicates:
                 src.reject(image_id, image_id, duplicates[image_id])
                 continue
@@ -418,6 +426,9 @@ def _read_isic2020(root: Path, tables: list[Path], label_map: LabelMap, src: Sou
                      lesion_id=rec.get("lesion_id", ""), age=rec.get("age_approx", ""), sex=rec.get("sex", ""),
                      site=rec.get("anatom_site_general_challenge", rec.get("anatom_site_general", "")),
                      lookup_warning=warn)
+        if repeated:
+            src.warnings.append(f"{table.name}: {repeated} image(s) already listed by another "
+                                "ground-truth table; read once")
 
 
 def _isic2020_duplicates(root: Path, src: SourceRows) -> dict[str, str]:
