@@ -243,9 +243,9 @@ for _v, (_fn, _blocks, _dim, _params) in {
     )
 
 # ConvNeXt normalises with the ImageNet mean/std inside its graph ("none").
-for _v, (_fn, _blocks, _params) in {
-    "tiny": ("ConvNeXtTiny", (3, 3, 9, 3), 27_820_128),
-    "small": ("ConvNeXtSmall", (3, 3, 27, 3), 49_454_688),
+for _v, (_fn, _params) in {
+    "tiny": ("ConvNeXtTiny", 27_820_128),
+    "small": ("ConvNeXtSmall", 49_454_688),
 }.items():
     _p = f"convnext_{_v}"
     _groups: list[str] = [f"{_p}_stem"]

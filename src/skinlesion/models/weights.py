@@ -131,13 +131,15 @@ def lite_weights_status(name: str) -> str:
 # === Loading ===
 
 def resolve_weights(weights: WeightsArg) -> str | Path | None:
-    """Validate a ``weights`` argument: ``"imagenet"``, ``None``, or an existing file.
+    """Validate a ``weights`` argument: ``"imagenet"``, ``None`` (or ``"none"``), or a file.
 
     Raises:
         WeightsError: A path that does not exist or is not a file.
     """
-    if weights is None or (isinstance(weights, str) and weights.lower() == "imagenet"):
-        return None if weights is None else "imagenet"
+    if weights is None or (isinstance(weights, str) and weights.lower() in ("none", "random")):
+        return None
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        return "imagenet"
     path = Path(os.fspath(weights)).expanduser()
     if not path.exists():
         raise WeightsError(f"{path}: weights file not found (expected 'imagenet', None or a file)")
