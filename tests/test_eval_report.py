@@ -357,3 +357,15 @@ def test_report_in_headless_chromium(synthetic_eval, chromium: str, tmp_path: Pa
         assert corr > 0.8, f"figure at y={y} does not match its PNG (r = {corr:.2f})"
         compared += 1
     assert compared >= 4
+
+
+def test_rewriting_an_eval_folder_removes_stale_outputs(tmp_path: Path) -> None:
+    df = synthetic_predictions(120, seed=4)
+    errors = pd.DataFrame([{"image_id": "x", "path": "x.jpg", "label": 0, "error": "empty file"}])
+    write_evaluation(evaluate_predictions(df, 0.5, bootstrap=0, errors=errors), tmp_path)
+    assert (tmp_path / "errors.csv").is_file() and (tmp_path / "subgroup_auc.png").is_file()
+    again = write_evaluation(evaluate_predictions(df[["label", "probability"]], 0.5, bootstrap=0),
+                             tmp_path)
+    assert not (tmp_path / "errors.csv").exists() and not (tmp_path / "subgroup_auc.png").exists()
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
+        n for n in again.metrics["files"].values() if n.endswith(".png"))

@@ -435,7 +435,7 @@ def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str], *,
 
     Every file is written atomically; ``result.files`` and ``result.out_dir`` are set.
     """
-    from skinlesion.evaluation.plots import evaluation_figures, figure_png
+    from skinlesion.evaluation.plots import FIGURE_TITLES, evaluation_figures, figure_png
     from skinlesion.evaluation.report import render_report
 
     out = Path(out_dir)
@@ -455,6 +455,11 @@ def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str], *,
     result.metrics["files"] = {k: v.name for k, v in files.items()}
     atomic_write_json(files["metrics"], result.metrics)
     atomic_write_text(files["report"], render_report(result, figures))
+    # A rerun into the same folder must not leave an earlier run's outputs beside these
+    # (an old errors.csv would claim failures that did not happen this time).
+    for stale in [f"{name}.png" for name in FIGURE_TITLES] + ["errors.csv"]:
+        if (out / stale).is_file() and (out / stale) not in files.values():
+            (out / stale).unlink()
     result.out_dir, result.files = out, files
     logger.info("wrote %s", files["report"])
     return result

@@ -12,6 +12,7 @@ import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -179,6 +180,11 @@ def caveats(metrics: Mapping[str, Any]) -> list[str]:
 # === Rendering ===
 
 
+def _title(run: Mapping[str, Any]) -> str:
+    name = Path(str(run["run_dir"])).name if run.get("run_dir") else ""
+    return f"Evaluation of {name or run.get('model_id') or 'a model'}"
+
+
 def render_report(result: EvalResult, figures: Mapping[str, bytes]) -> str:
     """Render ``report.html`` for ``result`` with ``figures`` (name → PNG bytes) inline."""
     m = result.metrics
@@ -186,7 +192,7 @@ def render_report(result: EvalResult, figures: Mapping[str, bytes]) -> str:
     context = {
         "m": m,
         "intended_use": m.get("intended_use") or INTENDED_USE,
-        "title": f"Evaluation of {(m.get('run') or {}).get('model_id') or 'a model'}",
+        "title": _title(m.get("run") or {}),
         "figures": [{"name": name, "title": FIGURE_TITLES.get(name, name),
                      "caption": FIGURE_CAPTIONS.get(name, ""), "src": png_data_uri(png)}
                     for name, png in figures.items()],
