@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench._harness import cache_dir, now_iso, prepared_isic_dev, run_in_child
+from bench._harness import cache_dir, load_average, now_iso, prepared_isic_dev, run_in_child
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def run(quick: bool = True, parts: list[str] | None = None) -> dict[str, Any]:
         run_dir = root / f"run-{recipe}"
         tta = TTA_VIEWS if recipe in (QUICK_TTA if quick else OURS) else 1
         log.info("quality: %s (%s)", recipe, mode)
+        load = load_average()
         child = run_in_child(
             "bench.quality:train_and_evaluate",
             {"recipe": recipe, "data_dir": str(view), "run_dir": str(run_dir),
@@ -115,7 +116,8 @@ def run(quick: bool = True, parts: list[str] | None = None) -> dict[str, Any]:
             log_path=root / "logs" / f"{recipe}.log")
         record: dict[str, Any] = {"recipe": recipe, "label": LABELS[recipe], "quick": quick,
                                   "created": now_iso(), "overrides": overrides,
-                                  "child": child.describe()}
+                                  "child": child.describe(),
+                                  "load_average": {"before": load, "after": load_average()}}
         if child.ok:
             record.update(child.value)
         else:

@@ -474,7 +474,8 @@ def _recipe_lines(order: list[str], parts: dict[str, Any]) -> str:
             f"mode {fmt(c.get('mode'))}, optimizer {fmt(c.get('optimizer'))}, batch "
             f"{fmt(c.get('batch_size'))}, imbalance {fmt(c.get('imbalance'))}, monitor "
             f"{fmt(c.get('monitor'))}; ran {stages or '—'}; stage timings "
-            f"{_timings(t.get('timings'))}.")
+            f"{_timings(t.get('timings'))}; load average at start "
+            f"{_load({'load_average': (p.get('load_average') or {}).get('before')})}.")
     return bullets(lines)
 
 
@@ -510,10 +511,11 @@ def render_training_speed(name: str, rec: dict[str, Any]) -> tuple[str, list[Row
                      secs(r.get("epoch_2000_s")), fmt(r.get("batch_size")), fmt(r.get("repeats")),
                      _num(r.get("gflop_per_image")), _num(r.get("achieved_gflops")),
                      pct(r.get("fraction_of_peak")), mb(r.get("peak_rss_mb"))
-                     + (" (failed)" if r.get("error") else "")])
+                     + (" (failed)" if r.get("error") else ""), _load(r)])
     body.append(table(["Regime", "img/s median (min–max)", f"Epoch over {fmt(ref)} images",
                        "Batch", "Timed epochs", "GFLOP / image (train, est.)",
-                       "Achieved GFLOP/s", "Fraction of machine peak", "Peak memory"], rows))
+                       "Achieved GFLOP/s", "Fraction of machine peak", "Peak memory",
+                       "Load avg at start"], rows))
     iv = comp.get("input_vs_model") or {}
     pipe = meas.get("input_pipeline") or {}
     body.append("**Input pipeline vs model step**\n\n" + table(
@@ -595,20 +597,23 @@ def render_scaling(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
         rows = [[fmt(r.get("images") or r.get("size")),
                  f"{_num(r.get('median_s'))} ({_num(r.get('min_s'))}–{_num(r.get('max_s'))})",
                  _num(r.get("img_per_s")), fmt(r.get("repeats")), mb(r.get("peak_rss_mb"))
-                 + (" (failed)" if r.get("error") else "")] for r in prep.get("rows") or []]
+                 + (" (failed)" if r.get("error") else ""), _load(r)]
+                for r in prep.get("rows") or []]
         body.append("**Prepare time vs dataset size**\n\n" + table(
-            ["Images", "Seconds median (min–max)", "img/s", "Repeats", "Peak memory"], rows)
+            ["Images", "Seconds median (min–max)", "img/s", "Repeats", "Peak memory",
+             "Load avg at start"], rows)
             + _fit_line(prep.get("fit")))
     train = parts.get("train")
     if train:
         rows = [[fmt(r.get("size")), secs(r.get("wall_s")), secs(r.get("feature_pass_s")),
                  secs(r.get("head_fit_s")), _num(r.get("img_per_s")), fmt(r.get("repeats")),
-                 mb(r.get("peak_rss_mb")) + (" (failed)" if r.get("error") else "")]
+                 mb(r.get("peak_rss_mb")) + (" (failed)" if r.get("error") else ""), _load(r)]
                 for r in train.get("rows") or []]
         body.append(f"**Training time vs training-set size** (recipe "
                     f"`{fmt(train.get('recipe'))}` with {fmt(train.get('overrides'))})\n\n"
                     + table(["Training images", "Wall time", "Feature pass", "Head fit",
-                             "Training images / s", "Repeats", "Peak memory"], rows)
+                             "Training images / s", "Repeats", "Peak memory",
+                             "Load avg at start"], rows)
                     + _fit_line(train.get("fit")))
     inf = parts.get("inference")
     if inf:
@@ -638,8 +643,17 @@ def render_scaling(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
 def _fit_line(fit: Any) -> str:
     if not isinstance(fit, dict):
         return ""
+    if fit.get("meaningful") is False or (fit.get("per_image_s") or 0) <= 0:
+        return (f"\n\nLinear fit over {fit.get('points')} sizes: not meaningful in this run "
+                "(the slope is not positive: timing noise on the shared machine exceeded the "
+                "effect of size).")
     return (f"\n\nLinear fit over {fit.get('points')} sizes: {secs(fit.get('fixed_s'))} fixed + "
             f"{secs(fit.get('per_1000_images_s'))} per 1,000 images.")
+
+
+def _load(r: dict[str, Any]) -> str:
+    load = r.get("load_average")
+    return f"{load[0]:.1f}" if isinstance(load, list) and load else "—"
 
 
 RENDERERS: dict[str, Callable[[str, dict[str, Any]], tuple[str, list[Row]]]] = {

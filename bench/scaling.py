@@ -29,6 +29,7 @@ import pandas as pd
 from bench._harness import (
     cache_dir,
     isic_dev_dir,
+    load_average,
     now_iso,
     prepared_isic_dev,
     run_in_child,
@@ -39,7 +40,7 @@ from bench._harness import (
 log = logging.getLogger(__name__)
 
 PARTS: tuple[str, ...] = ("prepare", "train", "inference")
-QUICK = {"prepare_sizes": (125, 250, 500), "prepare_repeats": 1, "train_sizes": (100, 200),
+QUICK = {"prepare_sizes": (125, 250, 500), "prepare_repeats": 1, "train_sizes": (100, 300),
          "train_val": 40, "batch_sizes": (1, 8, 32), "inference_images": 64,
          "inference_repeats": 3}
 FULL = {"prepare_sizes": (250, 500, 1000, 2000), "prepare_repeats": 3,
@@ -100,8 +101,11 @@ def linear_fit(sizes: list[float], seconds: list[float]) -> dict[str, float] | N
         return None
     x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
     slope, intercept = np.polyfit(x, y, 1)
+    # More images can only cost more: a slope ≤ 0 means noise (a shared machine) swamped
+    # the size effect, and the line says nothing.
     return {"fixed_s": float(intercept), "per_image_s": float(slope),
-            "per_1000_images_s": float(slope * 1000.0), "points": len(pts)}
+            "per_1000_images_s": float(slope * 1000.0), "points": len(pts),
+            "meaningful": bool(slope > 0)}
 
 
 # === prepare vs dataset size =========================================================
@@ -147,6 +151,7 @@ def scale_prepare(root: Path, sizes: tuple[int, ...], repeats: int,
     rows = []
     for n in sizes:
         csv = subset_labels(labels, n, root / f"prepare-src-{n}")
+        load = load_average()
         res = run_in_child("bench.scaling:measure_prepare",
                            {"labels_csv": str(csv), "out_dir": str(root / f"prepare-out-{n}"),
                             "repeats": repeats},
@@ -156,7 +161,7 @@ def scale_prepare(root: Path, sizes: tuple[int, ...], repeats: int,
         rows.append({"size": n, "images": value.get("images"), "median_s": timing.get("median_s"),
                      "min_s": timing.get("min_s"), "max_s": timing.get("max_s"),
                      "repeats": timing.get("repeats"), "img_per_s": timing.get("per_s_median"),
-                     "peak_rss_mb": res.peak_rss_mb, "error": res.error})
+                     "load_average": load, "peak_rss_mb": res.peak_rss_mb, "error": res.error})
     return {"rows": rows, "fit": linear_fit([r["images"] or r["size"] for r in rows],
                                             [r["median_s"] for r in rows])}
 
@@ -185,6 +190,7 @@ def scale_train(root: Path, sizes: tuple[int, ...], val: int, timeout: float) ->
     for n in sizes:
         subset = {"train": n, **({"val": val} if val else {})}
         view = make_data_view(data["data_dir"], root / f"train-data-{n}", subset, seed=SEED)
+        load = load_average()
         res = run_in_child("bench.scaling:measure_train",
                            {"data_dir": str(view), "run_dir": str(root / f"train-run-{n}"),
                             "overrides": {**TRAIN_OVERRIDES, "seed": SEED}},
@@ -195,7 +201,8 @@ def scale_train(root: Path, sizes: tuple[int, ...], val: int, timeout: float) ->
                      "feature_pass_s": timings.get("feature_pass_s"),
                      "head_fit_s": timings.get("head_fit_s"),
                      "img_per_s": n / value["wall_s"] if value.get("wall_s") else None,
-                     "repeats": 1, "peak_rss_mb": res.peak_rss_mb, "error": res.error})
+                     "repeats": 1, "load_average": load, "peak_rss_mb": res.peak_rss_mb,
+                     "error": res.error})
     return {"rows": rows, "recipe": "frozen", "overrides": TRAIN_OVERRIDES,
             "fit": linear_fit([r["size"] for r in rows], [r["wall_s"] for r in rows])}
 
@@ -232,6 +239,7 @@ def measure_inference(batch_sizes: list[int], n_images: int, repeats: int) -> di
 def scale_inference(root: Path, batch_sizes: tuple[int, ...], n_images: int, repeats: int,
                     timeout: float) -> dict[str, Any]:
     """Inference throughput at each batch size (the whole curve in one child process)."""
+    load = load_average()
     res = run_in_child("bench.scaling:measure_inference",
                        {"batch_sizes": list(batch_sizes), "n_images": n_images,
                         "repeats": repeats},
@@ -247,7 +255,7 @@ def scale_inference(root: Path, batch_sizes: tuple[int, ...], n_images: int, rep
                      "images": value.get("images"), "repeats": timing.get("repeats")})
     best = max((r for r in rows if r["img_per_s"]), key=lambda r: r["img_per_s"], default=None)
     return {"rows": rows, "backbone": value.get("backbone"), "input_size": value.get("input_size"),
-            "peak_rss_mb": res.peak_rss_mb, "error": res.error,
+            "peak_rss_mb": res.peak_rss_mb, "error": res.error, "load_average": load,
             "best_batch_size": best["batch_size"] if best else None,
             "best_img_per_s": best["img_per_s"] if best else None}
 

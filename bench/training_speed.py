@@ -40,6 +40,7 @@ import numpy as np
 
 from bench._harness import (
     cache_dir,
+    load_average,
     now_iso,
     prepared_isic_dev,
     ratio,
@@ -95,9 +96,10 @@ def run(quick: bool = True) -> dict[str, Any]:
 
     def child(name: str, target: str, **kwargs: Any) -> None:
         log.info("training_speed: %s", name)
+        load = load_average()
         res = run_in_child(f"bench.training_speed:{target}", kwargs, timeout=timeout,
                            log_path=logs / f"{name}.log")
-        meas[name] = {**(res.value or {}), "child": res.describe()}
+        meas[name] = {**(res.value or {}), "child": res.describe(), "load_average": load}
         if not res.ok:
             meas[name]["error"] = res.error
 
@@ -107,8 +109,8 @@ def run(quick: bool = True) -> dict[str, Any]:
           matmul_n=s["matmul_n"], matmul_repeats=s["matmul_repeats"],
           forward_repeats=s["forward_repeats"], head_images=REFERENCE_IMAGES,
           feature_dim=spec.feature_dim, head_epochs=s["head_epochs"])
-    meas["head_cached"] = meas["compute"].pop("head", None) or {
-        "error": meas["compute"].get("error")}
+    meas["head_cached"] = {**(meas["compute"].pop("head", None) or {
+        "error": meas["compute"].get("error")}), "load_average": meas["compute"]["load_average"]}
     for regime in REGIMES:
         child(regime, "measure_image_training", regime=regime, backbone=backbone, size=size,
               data_dir=data["data_dir"], n_images=s["images"], epochs=s["epochs"])
@@ -180,6 +182,7 @@ def compare(meas: dict[str, Any]) -> dict[str, Any]:
             "gflop_per_image": per_image / 1e9 if per_image else None,
             "achieved_gflops": achieved, "fraction_of_peak": ratio(achieved, peak),
             "peak_rss_mb": m.get("peak_rss_mb") or (m.get("child") or {}).get("peak_rss_mb"),
+            "load_average": m.get("load_average"),
             "error": m.get("error"),
         })
     out["regimes"] = rows
