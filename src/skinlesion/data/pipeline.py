@@ -73,13 +73,61 @@ def image_dataset(
     return ds
 
 
+def shard_by_data(ds: Any) -> Any:
+    """Set the auto-shard policy explicitly to DATA on a dataset that feeds ``fit``.
+
+    Under MultiWorkerMirroredStrategy every worker builds the same global stream (same
+    files, same seeds) and keeps its own part of every global batch. That is correct
+    for any source — in-memory arrays, file lists, TFRecord shards — and gives each
+    step exactly the examples a single process would see with the same global batch.
+    (FILE sharding would have each worker read only some files, but tf.data cannot
+    find the files behind the per-epoch ``flat_map`` of ``training_stream``, and it
+    would change which examples share a batch.) Outside multi-worker it does nothing.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
 def eval_batches(base: Any, batch_size: int) -> Any:
     """``(image float32, label)`` batches in manifest order, for validation and prediction."""
     import tensorflow as tf
 
-    return (base.map(lambda x, y, i: (tf.cast(x, tf.float32), y),
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    return shard_by_data(base.map(lambda x, y, i: (tf.cast(x, tf.float32), y),
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                         .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def feature_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int | None = None,
+                    epochs: int = 1) -> Any:
+    """``(features, label)`` batches of in-memory arrays (the head stage), DATA-sharded.
+
+    Args:
+        x: ``(N, D)`` features.
+        y: ``(N,)`` 0/1 labels.
+        batch_size: Global batch size.
+        seed: Shuffle each epoch with its own seed (``seed``, epoch); None keeps the order
+            and yields one epoch. Like ``training_stream``, the order does not depend on
+            how many iterators were opened before (Keras opens one to build the model
+            under a strategy), so every worker and a single process see the same batches.
+        epochs: Number of epochs produced when shuffling; pass
+            ``steps_per_epoch=ceil(N / batch_size)`` to ``fit``.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(x, np.float32), np.asarray(y, np.float32)))
+    if seed is not None:
+        def one_epoch(epoch: Any) -> Any:
+            epoch_seed = tf.cast(seed, tf.int64) * 7919 + epoch
+            return ds.shuffle(len(x), seed=epoch_seed, reshuffle_each_iteration=False
+                              ).batch(batch_size)
+
+        ds = tf.data.Dataset.range(epochs).flat_map(one_epoch)
+    else:
+        ds = ds.batch(batch_size)
+    return shard_by_data(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def training_stream(
@@ -135,4 +183,4 @@ def training_stream(
         return ds.batch(batch_size)
 
     epochs_ds = tf.data.Dataset.range(start_epoch, epochs)
-    return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    return shard_by_data(epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE))

@@ -125,7 +125,9 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     """
     import keras
 
+    from skinlesion.data.pipeline import feature_batches
     from skinlesion.models.classifier import build_head, copy_head_weights, feature_extractor
+    from skinlesion.training.distribute import is_chief
     from skinlesion.training.features import cache_key, extract_features
 
     cfg, done = ctx.cfg, ctx.checkpoints / "head.weights.h5"
@@ -140,7 +142,8 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     extractor = feature_extractor(model)
     key_parts = {"backbone": ctx.bspec.name, "size": ctx.size, "weights": str(cfg.weights),
                  "preprocessing": ctx.preprocessing}
-    cache_dir = _feature_cache_dir(cfg)
+    # Shared beside the data on the chief; another worker computes its own copy privately.
+    cache_dir = _feature_cache_dir(cfg) if is_chief() else ctx.checkpoints / "features"
     t = time.perf_counter()
     views = cfg.feature_views
     ctx.say(f"feature pass: {len(ctx.splits.train)} train images × {views} views, "
@@ -171,9 +174,15 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     if cfg.imbalance == "balanced_sampling":
         x_fit, y_fit = _oversample(x_train, y_train, cfg.seed)
     t = time.perf_counter()
-    hist = head.fit(x_fit, y_fit, validation_data=(x_val, ctx.splits.y_val),
-                    epochs=cfg.head_epochs, batch_size=max(cfg.head_batch_size, ctx.global_batch),
-                    class_weight=cw, callbacks=callbacks, verbose=ctx.verbose, shuffle=True)
+    # tf.data rather than numpy, sharded explicitly: under MultiWorkerMirroredStrategy every
+    # worker holds the same features (computed from the same weights) and shuffles them with
+    # the same seed, and each takes its part of every global batch (see feature_batches).
+    batch = max(cfg.head_batch_size, ctx.global_batch)
+    hist = head.fit(feature_batches(x_fit, y_fit, batch, seed=cfg.seed, epochs=cfg.head_epochs),
+                    steps_per_epoch=steps(len(x_fit), batch),
+                    validation_data=feature_batches(x_val, ctx.splits.y_val, batch),
+                    epochs=cfg.head_epochs, class_weight=cw, callbacks=callbacks,
+                    verbose=ctx.verbose, shuffle=False)
     ctx.timings["head_fit_s"] = time.perf_counter() - t
     ctx.timings["head_epoch_s"] = ctx.timings["head_fit_s"] / max(1, len(hist.epoch))
     _check_finite(hist.history, "head")

@@ -34,6 +34,7 @@ from skinlesion.runspec import (
     ModelSpec,
 )
 from skinlesion.training.config import TrainConfig, load_config
+from skinlesion.training.distribute import is_chief, worker_run_dir
 from skinlesion.utils.atomic import atomic_path, atomic_write_json
 from skinlesion.utils.hashing import sha256_file
 from skinlesion.utils.versions import git_commit, library_versions
@@ -111,14 +112,14 @@ def train(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     cfg.validate()
+    from skinlesion.training import stages
+    from skinlesion.training.distribute import get_strategy, release_worker_dir, replicas
+
+    # First of all: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
+    strategy = get_strategy(cfg.strategy)
     run_dir = open_run_dir(cfg, resume=resume, overwrite=overwrite)
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy(cfg.precision)
-
-    from skinlesion.training import stages
-    from skinlesion.training.distribute import get_strategy, replicas
-
-    strategy = get_strategy(cfg.strategy)
     n_rep = replicas(strategy)
     splits = load_splits(cfg)
     say(f"data: {len(splits.train)} train / {len(splits.val)} val images "
@@ -152,6 +153,8 @@ def train(
     timings["total_s"] = time.perf_counter() - t0
     spec.val_metrics.update({"best_epoch": best_epoch, cfg.monitor: best_value})
     write_run(run_dir, model, spec, history)
+    if not is_chief():  # the chief wrote the run; drop this worker's private copy
+        run_dir = release_worker_dir(run_dir, Path(cfg.out))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return TrainResult(run_dir=run_dir, spec=spec, best_epoch=best_epoch, best_monitor=best_value,
                        val_metrics=spec.val_metrics, timings=timings, peak_memory_mb=peak,
@@ -171,6 +174,8 @@ def open_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
         raise ValueError("no output folder: pass --out RUN_DIR")
     if not cfg.data_dir:
         raise ValueError("no data folder: pass DATA_DIR")
+    if not is_chief():  # other workers write a private temporary folder (see distribute.py)
+        return worker_run_dir(Path(cfg.out), resume=resume)
     run = Path(cfg.out)
     finished = (run / MODEL_FILE).is_file() and (run / SPEC_FILE).is_file()
     started = (run / CONFIG_FILE).is_file() or (run / CHECKPOINTS_DIR).is_dir()
