@@ -70,6 +70,10 @@ def prepare_command(
                                        help="Processes for resizing (default: all cores)."),
     strict: bool = typer.Option(False, "--strict",
                                 help="Fail (exit 1, no manifest) if any row is rejected."),
+    tfrecords: int = typer.Option(
+        0, "--tfrecords", min=0, metavar="N",
+        help="Also write the images as N TFRecord shards per split (patient-grouped, same "
+             "malignant share per shard) in DATA_DIR/tfrecords, for `train --tfrecords`."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Ingest ISIC-style datasets into DATA_DIR: manifest.csv, resized images, a report.
@@ -119,8 +123,13 @@ def prepare_command(
         except (SourceError, ManifestError, ValueError) as exc:
             bar.stop()
             fail(str(exc), code=2)
+        if tfrecords:
+            from skinlesion.data.tfrecords import write_tfrecords
+
+            index = write_tfrecords(out, tfrecords, seed=seed,
+                                    progress=lambda d, t: progress("shards", d, t))
     if as_json:
-        print_json(result.report)
+        print_json({**result.report, **({"tfrecords": index} if tfrecords else {})})
     else:
         colour = "yellow" if result.report["counts"]["rejected"] else "green"
         err_console.print(f"[{colour}]prepared[/] {result.summary}", highlight=False, soft_wrap=True)
@@ -129,6 +138,11 @@ def prepare_command(
         if len(result.report["warnings"]) > 5:
             err_console.print(f"[yellow]… {len(result.report['warnings']) - 5} more warnings in "
                               f"{result.report_path}[/]", highlight=False)
+        if tfrecords:
+            counts = ", ".join(f"{name} {len(e['shards'])} × ~{e['images'] // len(e['shards'])}"
+                               for name, e in index["splits"].items())
+            err_console.print(f"[green]wrote[/] TFRecord shards ({counts} images) → "
+                              f"{out / 'tfrecords'}", highlight=False)
         typer.echo(str(result.manifest_path))
 
 

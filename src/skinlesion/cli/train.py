@@ -53,6 +53,9 @@ def train_command(
     precision: str | None = typer.Option(None, "--precision",
                                          help="float32 | mixed_float16 | mixed_bfloat16."),
     jit: bool | None = typer.Option(None, "--jit/--no-jit", help="XLA compilation."),
+    tfrecords: bool | None = typer.Option(
+        None, "--tfrecords/--no-tfrecords",
+        help="Read the training split from DATA_DIR/tfrecords (prepare --tfrecords N)."),
     limit: int | None = typer.Option(None, "--limit", help="At most N images per split."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
@@ -75,6 +78,7 @@ def train_command(
             "loss": loss, "label_smoothing": label_smoothing, "monitor": monitor,
             "patience": patience, "target_sensitivity": target_sensitivity, "threshold": threshold,
             "seed": seed, "strategy": strategy, "precision": precision, "jit": jit, "limit": limit,
+            "tfrecords": tfrecords,
         }.items() if v is not None})
         cfg = load_config(config, overrides)
         if cfg.backbone:

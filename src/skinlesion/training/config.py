@@ -96,6 +96,10 @@ class TrainConfig:
         precision: ``float32``, ``mixed_float16`` or ``mixed_bfloat16`` (output stays float32).
         jit: Compile with XLA.
         cache: Where decoded, resized images are cached: ``memory``, ``disk`` or ``none``.
+        tfrecords: Read the training split from the TFRecord shards written by
+            ``skinlesion prepare --tfrecords N`` (explicit, never automatic: it changes the
+            input order and so the run; with ``cache: none`` and a ``shuffle_buffer`` the
+            data need not fit in memory).
         shuffle_buffer: Shuffle buffer (0 = the whole training split).
         limit: Use at most this many images per split (0 = all; for tests and benchmarks).
         augment: Training augmentation.
@@ -136,6 +140,7 @@ class TrainConfig:
     precision: str = "float32"
     jit: bool = False
     cache: str = "memory"
+    tfrecords: bool = False
     shuffle_buffer: int = 0
     limit: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -72,8 +72,14 @@ class StageContext:
                   size=size, preprocessing=cfg.preprocessing or bspec.preprocessing,
                   global_batch=cfg.batch_size * n_rep,
                   lr_scale=float(n_rep) if cfg.scale_lr else 1.0, verbose=verbose, say=say)
-        ctx.base_train = image_dataset(splits.train_paths, splits.y_train, size,
-                                       cache=ctx.image_cache("train"))
+        if cfg.tfrecords:  # stream the training split from TFRecord shards (docs/SCALING.md)
+            from skinlesion.data.tfrecords import split_dataset
+
+            ctx.base_train = split_dataset(cfg.data_dir, "train", splits.train["image_id"].tolist(),
+                                           size, cache=ctx.image_cache("train"))
+        else:
+            ctx.base_train = image_dataset(splits.train_paths, splits.y_train, size,
+                                           cache=ctx.image_cache("train"))
         ctx.base_val = image_dataset(splits.val_paths, splits.y_val, size,
                                      cache=ctx.image_cache("val"))
         return ctx
