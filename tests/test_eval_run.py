@@ -23,7 +23,7 @@ from test_eval_report import assert_valid_html, inline_pngs
 @pytest.fixture(scope="module")
 def eval_data(tmp_path_factory: pytest.TempPathFactory, isic_dev: Path) -> Path:
     """A data folder: generated images in every split, 8 real isic-dev images in test and val,
-    and one corrupt file in test."""
+    a corrupt file in test and an empty one in val."""
     root = tmp_path_factory.mktemp("eval_data")
     rng = np.random.default_rng(0)
     rows = []
@@ -51,6 +51,9 @@ def eval_data(tmp_path_factory: pytest.TempPathFactory, isic_dev: Path) -> Path:
     (root / "images" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     rows.append({"image_id": "corrupt", "path": "images/corrupt.jpg", "label": 1, "split": "test",
                  "source": "generated-A", "sex": "", "age": None, "site": "", "diagnosis": ""})
+    (root / "images" / "empty.png").write_bytes(b"")
+    rows.append({"image_id": "empty_val", "path": "images/empty.png", "label": 0, "split": "val",
+                 "source": "generated-B", "sex": "", "age": None, "site": "", "diagnosis": ""})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     return root
 
@@ -140,6 +143,7 @@ def test_youden_threshold_is_fitted_on_validation_images(tiny_run: Path, eval_da
     assert f"({len(vp)} images" in op["description"]
     assert op["threshold"] == pytest.approx(youden_threshold(vp["label"], vp["probability"]))
     assert "warning" not in op
+    assert op["validation_errors"] == 1  # the empty val image: left out of the fit, counted
 
 
 def test_cli_evaluate_prints_report_path_and_json(tiny_run: Path, eval_data: Path,

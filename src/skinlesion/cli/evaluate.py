@@ -197,7 +197,9 @@ def _f(value: Any, digits: int = 3) -> str:
 
 
 def _ci(value: Any) -> str:
-    return "—" if not value else f"{value[0]:.3f}–{value[1]:.3f}"
+    if not value:
+        return "—"
+    return f"{value[0]:.3f}{' to ' if value[0] < 0 else '–'}{value[1]:.3f}"
 
 
 def _print_summary(m: dict[str, Any]) -> None:

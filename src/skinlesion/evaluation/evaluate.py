@@ -353,14 +353,20 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         raise ValueError(f"none of the {len(rows)} images of split {split!r} could be read; "
                          f"first error: {errors['error'].iloc[0]}")
 
+    val_errors: list[pd.DataFrame] = []
+
     def validation() -> pd.DataFrame:
         if split in ("val", "all"):
             return scored[scored["split"] == "val"]
         val_rows = select_split(manifest, "val", where=str(manifest_path(data_dir)))
-        return predict_manifest(predictor, val_rows, data_dir, tta=tta,
-                                batch_size=batch_size)[0]
+        val, err = predict_manifest(predictor, val_rows, data_dir, tta=tta,
+                                    batch_size=batch_size)
+        val_errors.append(err)
+        return val
 
     operating = choose_operating_point(rule, spec, split, validation)
+    if val_errors and len(val_errors[0]):
+        operating["validation_errors"] = len(val_errors[0])  # unreadable val images, left out
     result = evaluate_predictions(scored, operating["threshold"], bootstrap=bootstrap, seed=seed,
                                   errors=errors, operating_point=operating,
                                   class_names=_class_names(spec))

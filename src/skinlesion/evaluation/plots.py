@@ -261,6 +261,8 @@ def plot_roc_comparison(y_true: ArrayLike, probabilities: Mapping[str, ArrayLike
             y, np.asarray(p, dtype=float), ax=ax, name=name,
             plot_chance_level=(i == len(probabilities) - 1)))
     ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("1 − specificity (false-positive rate)")
+    ax.set_ylabel("Sensitivity (true-positive rate)")
     _finish(ax, "ROC curves on the same images")
     return displays
 

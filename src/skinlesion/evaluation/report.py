@@ -70,9 +70,10 @@ def _ci(value: Any, digits: int = 3, percent: bool = False) -> str:
     if not value:
         return ""
     lo, hi = value
+    sep = " to " if lo < 0 else "–"  # "−0.04–0.07" reads as a range of negatives
     if percent:
-        return f"{100 * lo:.{digits - 2}f}–{100 * hi:.{digits - 2}f} %"
-    return f"{lo:.{digits}f}–{hi:.{digits}f}"
+        return f"{100 * lo:.{digits - 2}f}{sep}{100 * hi:.{digits - 2}f} %"
+    return f"{lo:.{digits}f}{sep}{hi:.{digits}f}"
 
 
 def _thr(value: Any) -> str:
