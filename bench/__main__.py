@@ -101,7 +101,7 @@ def run_bench(name: str, *, quick: bool, parts: list[str] | None, timeout: float
         "schema": 1, "name": name, "quick": quick, "mode": "quick" if quick else "full",
         "parts_run": parts, "created": created,
         "status": "ok" if child.ok else "failed", "error": child.error,
-        "wall_s": child.wall_s, "peak_rss_mb": child.peak_rss_mb,
+        "wall_s": child.wall_s, "cpu_s": child.cpu_s, "peak_rss_mb": child.peak_rss_mb,
         "environment": env, "load_average": {"before": before, "after": load_average()},
         "log": child.log, "result": child.value,
     }
@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             record = merge_parts(read_results(args.out).get(name), record)
         path = write_result(args.out, name, record)
         statuses[name] = record["status"]
-        log.info("  %s: %s in %.0f s (peak %.0f MB) → %s", label, record["status"],
-                 record["wall_s"], record["peak_rss_mb"] or 0, path)
+        log.info("  %s: %s in %.0f s wall, %.0f s CPU (peak %.0f MB) → %s", label,
+                 record["status"], record["wall_s"], record["cpu_s"] or 0,
+                 record["peak_rss_mb"] or 0, path)
         if record["error"]:
             log.error("  %s", record["error"])
     if not args.no_report:

@@ -283,6 +283,8 @@ class ChildResult:
             bound), or ``wait4``'s ``ru_maxrss`` where ``/proc`` does not exist.
         children_peak_rss_mb: Largest peak among processes the child started and waited for
             (worker pools), from the child's ``RUSAGE_CHILDREN``.
+        cpu_s: CPU seconds (user + system) of the child and every descendant it waited for,
+            from ``wait4``: unlike wall time, barely affected by other load on the machine.
         log: Where its stdout and stderr went.
     """
 
@@ -295,6 +297,7 @@ class ChildResult:
     wall_s: float = 0.0
     peak_rss_mb: float | None = None
     children_peak_rss_mb: float | None = None
+    cpu_s: float | None = None
     log: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -306,6 +309,7 @@ class ChildResult:
         """The child's bookkeeping without its value: what results store beside each figure."""
         return {"ok": self.ok, "error": self.error, "returncode": self.returncode,
                 "timed_out": self.timed_out, "wall_s": round(self.wall_s, 3),
+                "cpu_s": None if self.cpu_s is None else round(self.cpu_s, 3),
                 "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1),
                 "children_peak_rss_mb": (None if self.children_peak_rss_mb is None
                                          else round(self.children_peak_rss_mb, 1))}
@@ -411,7 +415,7 @@ def run_in_child(target: str, kwargs: dict[str, Any] | None = None, *,
     result = ChildResult(target=target, ok=False, returncode=proc.returncode,
                          timed_out=timed_out.is_set(), wall_s=wall, peak_rss_mb=peak,
                          children_peak_rss_mb=(payload or {}).get("children_peak_rss_mb"),
-                         log=str(log_file))
+                         cpu_s=usage.ru_utime + usage.ru_stime, log=str(log_file))
     if payload is not None and payload.get("ok") and proc.returncode == 0:
         result.ok, result.value = True, payload.get("value")
     else:

@@ -31,7 +31,14 @@ from typing import Any
 
 import pandas as pd
 
-from bench._harness import cache_dir, load_average, now_iso, prepared_isic_dev, run_in_child
+from bench._harness import (
+    cache_dir,
+    load_average,
+    now_iso,
+    prepared_isic_dev,
+    run_in_child,
+    self_peak_rss_mb,
+)
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +255,14 @@ def train_and_evaluate(recipe: str, data_dir: str, run_dir: str, overrides: dict
     t = time.perf_counter()
     result = train(cfg, overwrite=True, progress=log.info)
     train_s = time.perf_counter() - t
+    train_peak = self_peak_rss_mb()  # before evaluation adds its own
     history = result.history if result.history is not None else pd.DataFrame()
     out: dict[str, Any] = {
         "backbone": result.spec.backbone, "input_size": result.spec.input_size,
         "config": {k: v for k, v in cfg.to_dict().items() if k in _CONFIG_SHOWN},
         "train": {
             "wall_s": train_s, "timings": result.timings, "peak_memory_mb": result.peak_memory_mb,
+            "peak_rss_mb": train_peak,
             "epochs_run": len(history),
             "epochs_by_stage": ({str(k): int(v) for k, v in history["stage"].value_counts().items()}
                                 if "stage" in history else {}),

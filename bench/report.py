@@ -29,9 +29,10 @@ Cells may be numbers (shown to 3 significant digits), strings, booleans, None (�
 or a timing from ``bench._harness.summarize_times`` / any dict with ``median``/``min``/``max``
 (or ``median_s``/``min_s``/``max_s``), shown as "median (min–max)". Column names ending in
 ``per_s``, ``_s``, ``_ms``, ``_mb`` get units in the heading (``img_per_s`` → "img/s").
-A result with neither ``tables`` nor ``rows`` still renders: each top-level list of
-records becomes a table and everything else a JSON code block, so an unknown shape never
-breaks the report. ``quality``, ``training_speed`` and ``scaling`` have their own renderers.
+A result with neither ``tables`` nor ``rows`` still renders (:func:`auto_tables`): its
+scalars, lists of records and mappings of records become tables and anything else a JSON
+code block, so an unknown shape never breaks the report — but only the documented shape
+gets titles, column order and headline rows. ``quality``, ``training_speed`` and ``scaling`` have their own renderers.
 """
 
 from __future__ import annotations
@@ -273,15 +274,22 @@ def render_machine(results: dict[str, dict[str, Any]], names: list[str]) -> str:
         load = r.get("load_average") or {}
         per.append([n, _mode(r.get("quick")), fmt(r.get("status")), fmt(r.get("created")),
                     f"`{(e.get('commit') or '?')[:12]}`", secs(r.get("wall_s")),
-                    mb(r.get("peak_rss_mb")), fmt(load.get("before")), fmt(load.get("after"))])
+                    secs(r.get("cpu_s")), mb(r.get("peak_rss_mb")), fmt(load.get("before")),
+                    fmt(load.get("after"))])
     out += "\n\n" + table(["Bench", "Mode", "Status", "Measured (UTC)", "Commit", "Wall time",
-                           "Peak memory", "Load avg before (1/5/15 min)", "Load avg after"], per)
+                           "CPU time", "Peak memory", "Load avg before (1/5/15 min)",
+                           "Load avg after"], per)
+    for key, what in (("wall_s", "wall times"), ("cpu_s", "CPU times")):
+        values = [results[n].get(key) for n in names]
+        if values and all(isinstance(v, int | float) for v in values):
+            out += f"\n\nSum of the benches' {what}: {secs(sum(values))}."
     if len(machines) > 1:
         out += ("\n\n**Warning:** these results come from different machines "
                 f"({sorted(map(str, machines))}); compare figures only within one bench.")
     out += ("\n\nThe machine is shared: a load average above the core count means other "
             "processes competed for the CPU during the measurement, which slows every timing "
-            "(ratios taken in the same run are affected less).")
+            "(ratios taken in the same run are affected less). CPU time (user + system of the "
+            "bench and every process it started) hardly depends on that load.")
     return out
 
 
@@ -339,20 +347,72 @@ def render_generic(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     for t in tables:
         out.append(generic_table(t))
     if not tables:
-        # Not the documented shape: show any list of records as a table, the rest as JSON.
-        rest = {k: v for k, v in result.items() if k not in ("title", "description", "notes",
-                                                              "headline")}
-        for key, value in list(rest.items()):
-            if (isinstance(value, list) and value
-                    and all(isinstance(v, dict) for v in value)):
-                out.append(generic_table({"title": key.replace("_", " "), "rows": value}))
-                del rest[key]
-        if rest:
-            out.append(json_block(rest))
+        out += auto_tables({k: v for k, v in result.items()
+                            if k not in ("title", "description", "notes", "headline")})
     if result.get("notes"):
         out.append(bullets(fmt(n) for n in result["notes"]))
     heads = [h for h in result.get("headline") or [] if isinstance(h, dict) and "metric" in h]
     return "\n\n".join(out), heads
+
+
+_SKIP_KEYS = frozenset({"environment"})  # the harness records it beside every result
+
+
+def auto_tables(result: dict[str, Any]) -> list[str]:
+    """Best-effort tables for a result not in the documented shape.
+
+    Scalars go into one "quantity | value" table; a list of records or a mapping of records
+    (``{name: {...}}``) becomes a table with one row per record (nested mappings flattened
+    one level, as ``outer.inner`` columns); a mapping of scalars and timings becomes a
+    "quantity | value" table; anything else is shown as JSON.
+    """
+    out: list[str] = []
+    scalars: list[Row] = []
+    leftover: dict[str, Any] = {}
+    for key, value in result.items():
+        if key in _SKIP_KEYS:
+            continue
+        title = key.replace("_", " ")
+        if _is_cell(value):
+            scalars.append({"quantity": title, "value": value})
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            out.append(generic_table({"title": title, "rows": [_flat(v) for v in value]}))
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) and timing_parts(v)
+                                                       is None for v in value.values()):
+            out.append(generic_table({"title": title,
+                                      "rows": [{"name": k, **_flat(v)} for k, v in value.items()]}))
+        elif isinstance(value, dict) and value and all(_is_cell(v) for v in value.values()):
+            out.append(generic_table({"title": title, "columns": ["quantity", "value"],
+                                      "rows": [{"quantity": k.replace("_", " "), "value": v}
+                                               for k, v in value.items()]}))
+        else:
+            leftover[key] = value
+    if scalars:
+        out.insert(0, generic_table({"columns": ["quantity", "value"], "rows": scalars}))
+    if leftover:
+        out.append(json_block(leftover))
+    return out
+
+
+def _is_cell(value: Any) -> bool:
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    if isinstance(value, dict):
+        return timing_parts(value) is not None
+    return isinstance(value, list) and len(value) <= 6 and all(
+        v is None or isinstance(v, str | int | float | bool) for v in value)
+
+
+def _flat(record: dict[str, Any]) -> Row:
+    """One level of nested mappings flattened into ``outer.inner`` keys (timings kept whole)."""
+    out: Row = {}
+    for k, v in record.items():
+        if isinstance(v, dict) and timing_parts(v) is None and v:
+            for k2, v2 in v.items():
+                out[f"{k}.{k2}"] = v2
+        else:
+            out[k] = v
+    return out
 
 
 # === Quality =====================================================================
@@ -373,8 +433,9 @@ def render_quality(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     modes = {_mode(p.get("quick")) for p in parts.values()}
     commits = {((p.get("run") or {}).get("commit") or "")[:12] for p in parts.values()}
     if "quick" in modes:
-        body.append("**Quick mode: these numbers only show that the pipeline runs; they are not "
-                    "comparable with full-mode results or with each other's confidence.**")
+        body.append("**Quick mode: small subsets, small images and about one epoch. These "
+                    "numbers show that every recipe runs end to end; they say nothing about "
+                    "which recipe is better.**")
     if len(modes) > 1 or len(commits - {""}) > 1:
         body.append(f"**Warning:** the recipes below were measured in different runs (modes "
                     f"{sorted(modes)}, commits {sorted(commits - {''})}).")
@@ -394,7 +455,7 @@ def render_quality(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
             f"{pct(test.get('specificity'))}{_ci_pct(test.get('specificity_ci95'))}",
             pct(test.get("specificity_at_sensitivity_95")),
             "″" if variant else secs(train.get("wall_s")),
-            "″" if variant else mb(train.get("peak_memory_mb")),
+            "″" if variant else mb(train.get("peak_rss_mb") or train.get("peak_memory_mb")),
         ])
         if test.get("roc_auc") is not None:
             heads.append({"metric": f"Test ROC AUC — {label}",

@@ -25,7 +25,7 @@ def test_only_machine_end_to_end(tmp_path: Path) -> None:
     rec = json.loads((results / "machine.json").read_text())
     assert rec["status"] == "ok" and rec["quick"] is True and rec["name"] == "machine"
     assert rec["environment"]["machine"]["cpu_model"] and rec["environment"]["versions"]
-    assert rec["wall_s"] > 0 and rec["peak_rss_mb"] > 10
+    assert rec["wall_s"] > 0 and rec["cpu_s"] > 0 and rec["peak_rss_mb"] > 10
     matmul = rec["result"]["tables"][0]["rows"]
     assert [row["n"] for row in matmul] == [256, 1024]
     assert all(row["time"]["repeats"] == 5 and row["gflops_best"] > 0 for row in matmul)

@@ -83,7 +83,7 @@ def test_child_returns_value_and_its_own_peak_memory(targets: Path) -> None:
     assert big.ok and big.value["n"] == 200 * 2**20 and big.value["pid"] != os.getpid()
     assert big.peak_rss_mb >= 200  # the child's ru_maxrss, not ours
     assert small.ok and small.peak_rss_mb < big.peak_rss_mb - 150  # per measurement
-    assert big.log is None and big.error is None
+    assert big.log is None and big.error is None and big.cpu_s > 0
 
 
 def test_child_failures_are_reported_not_raised(targets: Path, tmp_path: Path) -> None:
@@ -251,3 +251,60 @@ def test_flop_counts_of_a_tiny_model() -> None:
     assert counted is not None, how
     # The profiler also counts bias adds and pooling: a little above the MAC count.
     assert conv + dw + dense <= counted <= 1.2 * (conv + dw + dense)
+
+
+# === A recipe trained and evaluated the quality bench's way (tiny, in process) ======
+
+
+def _tiny_data(root: Path, per_split: dict[str, int], size: int = 40) -> Path:
+    """Generated images where malignant ones carry a dark blob (learnable by a tiny CNN)."""
+    from PIL import Image
+
+    from skinlesion.data.manifest import write_manifest
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for split, n in per_split.items():
+        for i in range(n):
+            label = i % 2
+            img = np.clip(rng.normal(rng.uniform(150, 230, 3), 12, (size, size, 3)), 0, 255)
+            if label:
+                yy, xx = np.mgrid[:size, :size]
+                img[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2] *= 0.35
+            image_id = f"{split}{i:03d}"
+            Image.fromarray(img.astype(np.uint8)).save(root / "images" / f"{image_id}.jpg")
+            rows.append({"image_id": image_id, "path": f"images/{image_id}.jpg", "label": label,
+                         "diagnosis": "melanoma" if label else "nevus", "split": split,
+                         "source": "gen-a" if i % 4 < 2 else "gen-b"})
+    write_manifest(pd.DataFrame(rows), root)
+    return root
+
+
+def test_train_and_evaluate_one_recipe_the_bench_way(tmp_path: Path) -> None:
+    from bench.quality import train_and_evaluate
+
+    data = _tiny_data(tmp_path / "data", {"train": 40, "val": 20, "test": 24})
+    tiny = {"backbone": "test_tiny_cnn", "weights": "none", "input_size": 32, "batch_size": 8,
+            "feature_views": 1, "patience": 0, "seed": 1}
+    ours = train_and_evaluate("finetune", str(data), str(tmp_path / "run-ft"),
+                              {**tiny, "head_epochs": 30, "head_lr": 3e-2,
+                               "finetune_epochs": 1}, bootstrap=20, tta=2)
+    assert ours["backbone"] == "test_tiny_cnn" and ours["input_size"] == 32
+    assert ours["config"]["mode"] == "finetune" and ours["config"]["threshold"] is None
+    assert ours["train"]["wall_s"] > 0 and ours["train"]["peak_memory_mb"] > 0
+    assert ours["train"]["epochs_by_stage"] == {"head": 30, "finetune": 1}
+    test = ours["test"]
+    assert test["n"] == 24 and test["n_positive"] == 12 and test["bootstrap_replicates"] == 20
+    assert test["roc_auc"] > 0.8  # the blob is learnable even from random features
+    assert "validation" in test["threshold_rule"] or "stored" in test["threshold_rule"]
+    assert [s["source"] for s in test["per_source"]] == ["gen-a", "gen-b"]
+    assert ours["tta"] == 2 and ours["test_tta"]["tta"] == 2 and ours["test"]["tta"] == 1
+    assert (tmp_path / "run-ft" / "eval" / "metrics.json").is_file()
+    assert (tmp_path / "run-ft" / "eval-tta2" / "metrics.json").is_file()
+
+    t1 = train_and_evaluate("tutorial1", str(data), str(tmp_path / "run-t1"),
+                            {**tiny, "head_epochs": 1}, bootstrap=0)
+    assert t1["test"]["threshold"] == pytest.approx(0.23)  # tutorial 1's fixed threshold
+    assert t1["config"]["optimizer"] == "rmsprop" and "test_tta" not in t1
+    assert "frozen_recomputed_s" in t1["train"]["timings"]

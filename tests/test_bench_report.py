@@ -140,7 +140,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, A
         "backbone_speed": _record("backbone_speed", {
             "results": [{"backbone": "efficientnet_lite0", "batch_32": lat}],
             "comparisons": {"lite0_vs_b0": 1.7}}, env),
-        "weird_bench": _record("weird_bench", {"nested": {"deep": [1, 2, 3]}}, env),
+        "weird_bench": _record("weird_bench", {"matrix": [[1, 2], [3, 4]], "what": "odd",
+                                               "per_core": {"plain": lat, "ratio": 2.5}}, env),
         "broken": _record("broken", None, env, status="failed",
                           error="bench._harness:call_bench: ZeroDivisionError: boom"),
     }
@@ -193,8 +194,10 @@ def test_generic_unknown_and_failed_results(rendered: tuple[str, dict[str, Any]]
     assert f"| keras | {r._num(lat['median_s'])} ({r._num(lat['min_s'])}–" in md
     assert "| Keras batch-32 throughput |" in md  # another bench's headline entry
     assert "**results**" in md and "| efficientnet_lite0 |" in md  # records → auto table
-    weird = md[md.index("## Weird bench"):]
-    assert "```json" in weird and '"deep"' in weird  # unknown shape → JSON block
+    assert "| lite0 vs b0 | 1.70 |" in md  # a mapping of scalars → quantity | value
+    weird = md[md.index("## Weird bench"):md.index("## How to regenerate")]
+    assert "| what | odd |" in weird and "| ratio | 2.50 |" in weird
+    assert "```json" in weird and '"matrix"' in weird  # the rest of an unknown shape: JSON
     broken = md[md.index("## Broken"):]
     assert "This bench failed" in broken and "ZeroDivisionError: boom" in broken
 
