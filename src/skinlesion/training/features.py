@@ -82,10 +82,19 @@ def extract_features(
                 continue
             log.warning("%s: cached features have %d rows, expected %d; recomputing",
                         path, feats.shape[0], n)
-        batches = base.map(lambda x, y, i: tf.cast(x, tf.float32)).batch(batch_size)
-        batches = batches.map(lambda x, v=view: dihedral(x, v)).prefetch(tf.data.AUTOTUNE)
-        feats = np.concatenate([np.asarray(extractor(b, training=False)) for b in batches], 0)
-        feats = feats.astype(np.float32)
+        batches = base.map(lambda x, y, i: (tf.cast(x, tf.float32), i)).batch(batch_size)
+        batches = batches.map(lambda x, i, v=view: (dihedral(x, v), i)).prefetch(tf.data.AUTOTUNE)
+        parts, order = [], []
+        for b, i in batches:
+            parts.append(np.asarray(extractor(b, training=False), dtype=np.float32))
+            order.append(i.numpy())
+        # Rows in index order whatever order ``base`` yields (TFRecord shards interleave).
+        idx = np.concatenate(order)
+        if not np.array_equal(np.sort(idx), np.arange(n)):
+            raise ValueError(f"feature pass: expected indices 0..{n - 1} once each, "
+                             f"got {len(idx)} rows")
+        feats = np.empty((n, parts[0].shape[-1]), dtype=np.float32)
+        feats[idx] = np.concatenate(parts, 0)
         with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, feats)
         out.append(feats)
