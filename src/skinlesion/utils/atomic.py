@@ -36,6 +36,8 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
         dir=target.parent,
     )
     os.close(fd)
+    # mkstemp creates 0600; give the file the mode a plain open() would (umask applies).
+    os.chmod(tmp, 0o666 & ~_umask())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -45,6 +47,12 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_file(path: Path) -> None:
