@@ -66,8 +66,26 @@ def build_responsive_model(backbone: str = "mobilenet_v3_small", size: int = 32,
 
     keras.utils.set_random_seed(seed)
     model = build_classifier(backbone, input_size=size, weights=None, dropout=0.0)
-    calibrate_batchnorm(model, structured_images(16, size, seed))
+    images = structured_images(16, size, seed)
+    calibrate_batchnorm(model, images)
+    spread_head(model, images)
     return model
+
+
+def spread_head(model: Any, images: np.ndarray, logit_std: float = 1.5) -> None:
+    """Rescale the random head so logits on ``images`` have mean 0 and std ``logit_std``.
+
+    Probabilities then spread over (0, 1) instead of clustering near one value, so small
+    numeric differences (exports, batching) cannot reorder them by accident.
+    """
+    import keras
+
+    pooled = keras.Model(model.input, model.get_layer("pool").output)(images)
+    head = model.get_layer("head")
+    kernel, _ = head.get_weights()
+    logits = np.asarray(pooled) @ kernel[:, 0]
+    scale = logit_std / max(float(logits.std()), 1e-12)
+    head.set_weights([kernel * scale, np.array([-float(logits.mean()) * scale], np.float32)])
 
 
 def save_run(model: Any, run: Path, backbone: str, size: int, *, threshold: float = 0.5,

@@ -85,10 +85,12 @@ def export_command(
            f"(diff {parity['auc_diff']:+.4f})")
     verdict = "[green]ok[/]" if parity["passed"] else "[bold red]FAILED[/]"
     err_console.print(
-        f"parity {verdict} on {parity['n_images']} images: max |Δp| {parity['max_abs_diff']:.2e} "
-        f"(tolerance {parity['tolerance']:g}), mean {parity['mean_abs_diff']:.2e}, "
+        f"parity {verdict} on {parity['n_images']} images ({parity['precision']}): max |Δp| "
+        f"{parity['max_abs_diff']:.2e}, mean {parity['mean_abs_diff']:.2e}, "
         f"decision agreement {parity['decision_agreement']:.1%}{auc}", highlight=False)
     if not parity["passed"]:
+        err_console.print(f"[red]not met:[/] {'; '.join(parity['failed_criteria'])} "
+                          f"(kept for inspection in {result.path})", highlight=False)
         raise typer.Exit(1)
 
 

@@ -14,7 +14,24 @@ the heatmap explains exactly the model that predicts.
     heat = cam.heatmaps(x)                     # (N, S, S) in [0, 1]
     save_png("cam.png", overlay(photo, heat[0]))
 
-Heatmaps are computed on the identity view only, whatever TTA the prediction used.
+**Relative to the decision threshold.** The original Grad-CAM keeps locations whose
+linearised contribution to the logit is positive, i.e. it compares them with p = 0.5.
+A sensitivity-first threshold sits far below 0.5 (0.15 is common), so a photo called
+malignant at p = 0.19 gets an *empty* map: no location beats 0.5. ``from_predictor``
+therefore measures each location against the run's threshold instead. With Grad-CAM's
+channel weights ``w`` and the feature map ``A`` on an ``h × w`` grid, the logit is
+``Σ_loc Σ_k w_k A_k(loc) + c`` to first order (exactly, with ``c`` the head's bias, when
+the layer feeds the pooling directly — true for most registered trunks). An image in
+which every location looked like ``loc`` would get the logit
+``h·w·(cam(loc) − mean cam) + logit``, and the map is
+``ReLU(h·w·(cam − mean cam) + logit − logit(threshold))``: the regions that push the
+score above the operating point. Its mean is ``logit − logit(threshold)``, so every
+positive decision has a non-empty map, and a negative one can still show the regions
+that argued for malignancy. ``GradCam(model, layer)`` without a threshold is the paper's
+Grad-CAM.
+
+Maps are normalised to a peak of 1 per image (an all-zero map stays 0) and computed on
+the identity view only, whatever TTA the prediction used.
 """
 
 from __future__ import annotations
@@ -56,14 +73,17 @@ class GradCam:
 
     Args:
         model: The classifier (layers ``preprocess``, ``backbone``, ``pool``, ``dropout``, ``head``).
-        layer_name: Layer inside the ``backbone`` trunk whose output is explained. Defaults to
-            the registry's ``last_conv_layer`` for the trunk (pass the spec's value).
+        layer_name: Layer inside the ``backbone`` trunk whose output is explained (the
+            spec's ``last_conv_layer``).
+        threshold: If given, the map is relative to this decision threshold (see the module
+            docstring); None gives the original Grad-CAM. Defaults to None.
 
     Raises:
         GradCamError: if the model lacks a named part or the layer is not in the trunk.
     """
 
-    def __init__(self, model: keras.Model, layer_name: str) -> None:
+    def __init__(self, model: keras.Model, layer_name: str, threshold: float | None = None
+                 ) -> None:
         import keras
         import tensorflow as tf
 
@@ -89,6 +109,10 @@ class GradCam:
             raise GradCamError(f"backbone {trunk.name!r} is not a functional model; "
                                f"Grad-CAM cannot reach layer {layer_name!r} ({exc})") from exc
         self.layer_name = layer_name
+        self.threshold = threshold
+        # The threshold as a logit; clipped so 0 and 1 stay finite.
+        t = None if threshold is None else min(max(float(threshold), 1e-6), 1 - 1e-6)
+        self._threshold_logit = None if t is None else float(np.log(t / (1 - t)))
         self.input_size = int(model.inputs[0].shape[1])
         self._kernel = head.kernel
         self._bias = head.bias
@@ -99,13 +123,14 @@ class GradCam:
 
     @classmethod
     def from_predictor(cls, predictor: Predictor) -> GradCam:
-        """Grad-CAM for a loaded run, at the layer its spec names (or the registry's default)."""
+        """Grad-CAM for a loaded run, at the layer its spec names (or the registry's default),
+        relative to the run's decision threshold."""
         layer = predictor.spec.last_conv_layer
         if not layer:
             from skinlesion.models.registry import get_backbone
 
             layer = get_backbone(predictor.spec.backbone).last_conv_layer
-        return cls(predictor.model, layer)
+        return cls(predictor.model, layer, threshold=predictor.threshold)
 
     def _graph(self, images: Any) -> Any:
         import tensorflow as tf
@@ -120,7 +145,14 @@ class GradCam:
         feats = tf.cast(feats, tf.float32)
         grads = tf.cast(grads, tf.float32)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # one weight per channel
-        cam = tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1))     # (N, h, w)
+        cam = tf.reduce_sum(weights * feats, axis=-1)                 # (N, h, w)
+        if self._threshold_logit is not None:
+            # Each location's share of the logit, relative to the threshold's logit:
+            # h·w·(cam − mean cam) + (logit − logit_t). Exact at the trunk's last layer.
+            cells = tf.cast(tf.shape(cam)[1] * tf.shape(cam)[2], tf.float32)
+            centred = cells * (cam - tf.reduce_mean(cam, axis=(1, 2), keepdims=True))
+            cam = centred + (logit - self._threshold_logit)[:, None, None]
+        cam = tf.nn.relu(cam)
         up = tf.image.resize(cam[..., None], (self.input_size, self.input_size),
                              method="bilinear")[..., 0]
         peak = tf.reduce_max(up, axis=(1, 2), keepdims=True)

@@ -28,12 +28,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TOLERANCES: dict[str, float] = {"float32": 1e-3, "float16": 2e-2, "int8": 0.1}
-"""Largest accepted max-abs probability difference against Keras, by numeric precision.
-float32 exports differ only by kernels and operation order (typically 1e-6, up to ~1e-4
-where activations are large); float16 weights shift outputs by ~1e-3; int8 quantisation
-of weights and activations by a few hundredths (the looser bound is the documented
-price of a 4× smaller model)."""
+CRITERIA: dict[str, dict[str, float]] = {
+    "float32": {"max_abs_diff": 1e-3},
+    "float16": {"max_abs_diff": 5e-2},
+    "int8": {"mean_abs_diff": 0.05, "abs_auc_diff": 0.02, "min_decision_agreement": 0.95},
+}
+"""What an export must meet against Keras, by numeric precision.
+
+float32 exports (SavedModel, TFLite, ONNX) differ only by kernels and operation order:
+typically 1e-6, so the worst image must be within 1e-3. float16 weights move outputs by
+~1e-3 on average and ~1e-2 on the worst image: within 0.05. int8 quantises activations
+too, so single images can move by 0.1–0.2 while the model as a whole is unchanged; it is
+judged on the mean difference (≤ 0.05), the AUC (within 0.02, when labels are known)
+and the decision at the threshold (the same for ≥ 95 % of images) rather than on the
+worst image: the looser, documented price of a 4× smaller model."""
 
 
 class Runtime(Protocol):
@@ -154,13 +162,14 @@ def check_parity(predictor: Predictor, runtime: Runtime, images: np.ndarray,
         runtime: The exported model.
         images: ``(N, S, S, 3)`` float32 0–255 model inputs.
         labels: 0/1 labels for an AUC comparison, or None.
-        precision: ``"float32"``, ``"float16"`` or ``"int8"``: picks the tolerance.
+        precision: ``"float32"``, ``"float16"`` or ``"int8"``: picks the ``CRITERIA``.
         batch_size: Images per call. Defaults to 32.
 
     Returns:
         A JSON-serialisable dict: ``n_images``, ``max_abs_diff``, ``mean_abs_diff``,
         ``p99_abs_diff``, ``decision_agreement``, ``auc_keras``/``auc_export``/``auc_diff``
-        (None without labels of both classes), ``tolerance``, ``passed``.
+        (None without labels of both classes), ``criteria`` (from ``CRITERIA``),
+        ``failed_criteria`` and ``passed``.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -186,8 +195,23 @@ def check_parity(predictor: Predictor, runtime: Runtime, images: np.ndarray,
         result["auc_export"] = float(roc_auc_score(labels, np.nan_to_num(got, nan=0.5)))
         result["auc_diff"] = result["auc_export"] - result["auc_keras"]
         result["n_malignant"] = int(np.sum(labels == 1))
-    tolerance = TOLERANCES[precision]
+    criteria = CRITERIA[precision]
+    failed = []
+    if not result["finite"]:
+        failed.append("non-finite outputs")
+    if "max_abs_diff" in criteria and result["max_abs_diff"] > criteria["max_abs_diff"]:
+        failed.append(f"max |Δp| {result['max_abs_diff']:.3g} > {criteria['max_abs_diff']:g}")
+    if "mean_abs_diff" in criteria and result["mean_abs_diff"] > criteria["mean_abs_diff"]:
+        failed.append(f"mean |Δp| {result['mean_abs_diff']:.3g} > {criteria['mean_abs_diff']:g}")
+    if ("abs_auc_diff" in criteria and result["auc_diff"] is not None
+            and abs(result["auc_diff"]) > criteria["abs_auc_diff"]):
+        failed.append(f"|ΔAUC| {abs(result['auc_diff']):.3g} > {criteria['abs_auc_diff']:g}")
+    if ("min_decision_agreement" in criteria
+            and result["decision_agreement"] < criteria["min_decision_agreement"]):
+        failed.append(f"decision agreement {result['decision_agreement']:.1%} < "
+                      f"{criteria['min_decision_agreement']:.0%}")
     result["precision"] = precision
-    result["tolerance"] = tolerance
-    result["passed"] = bool(result["finite"] and result["max_abs_diff"] <= tolerance)
+    result["criteria"] = criteria
+    result["failed_criteria"] = failed
+    result["passed"] = not failed
     return result
