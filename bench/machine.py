@@ -42,7 +42,9 @@ def run(quick: bool = True) -> dict[str, Any]:
     copy_row = {"bytes_mib": mib, "time": copy,
                 "gb_per_s_best": 2 * src.nbytes / copy["min_s"] / 1e9,
                 "gb_per_s_median": 2 * src.nbytes / copy["median_s"] / 1e9}
-    best = max(matmul_rows, key=lambda r: r["gflops_best"])
+    # The largest product is the sustained figure; a small one fits in cache and, on a shared
+    # machine, in the gaps between other processes' time slices.
+    best = matmul_rows[-1]
     info = machine_info()
     return {
         "title": "Machine limits (NumPy)",

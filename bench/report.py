@@ -381,10 +381,12 @@ def auto_tables(result: dict[str, Any]) -> list[str]:
                                                        is None for v in value.values()):
             out.append(generic_table({"title": title,
                                       "rows": [{"name": k, **_flat(v)} for k, v in value.items()]}))
-        elif isinstance(value, dict) and value and all(_is_cell(v) for v in value.values()):
+        elif isinstance(value, dict) and value and all(
+                _is_cell(v) or (isinstance(v, dict) and all(_is_cell(x) for x in v.values()))
+                for v in value.values()):
             out.append(generic_table({"title": title, "columns": ["quantity", "value"],
                                       "rows": [{"quantity": k.replace("_", " "), "value": v}
-                                               for k, v in value.items()]}))
+                                               for k, v in _flat(value).items()]}))
         else:
             leftover[key] = value
     if scalars:
@@ -409,7 +411,7 @@ def _flat(record: dict[str, Any]) -> Row:
     for k, v in record.items():
         if isinstance(v, dict) and timing_parts(v) is None and v:
             for k2, v2 in v.items():
-                out[f"{k}.{k2}"] = v2
+                out[f"{k} · {k2}"] = v2
         else:
             out[k] = v
     return out
@@ -529,7 +531,8 @@ def _recipe_lines(order: list[str], parts: dict[str, Any]) -> str:
         p = parts[r]
         c = p.get("config") or {}
         t = p.get("train") or {}
-        stages = ", ".join(f"{k} {v} epochs" for k, v in (t.get("epochs_by_stage") or {}).items())
+        stages = ", ".join(f"{k} {v} epoch{'s' if v != 1 else ''}"
+                           for k, v in (t.get("epochs_by_stage") or {}).items())
         lines.append(
             f"{p.get('label', r)} (`{r}`): {fmt(c.get('backbone'))} {fmt(c.get('input_size'))} px, "
             f"mode {fmt(c.get('mode'))}, optimizer {fmt(c.get('optimizer'))}, batch "

@@ -139,7 +139,9 @@ def _notes(quick: bool, s: dict[str, Any]) -> list[str]:
         "cross-check; training FLOPs estimated as forward + input gradients above the lowest "
         "trainable layer + weight gradients of trainable layers (each ≈ the layer's forward).",
         "Machine limit: best time of a float32 matmul (n × n, 2n³ FLOPs) with TensorFlow on the "
-        "same cores, in the same run.",
+        "same cores, in the same run. On a loaded machine a short matmul can run in a gap "
+        "between other processes' time slices while a training epoch cannot, so fractions "
+        "measured under load understate what the code reaches on an idle machine.",
     ]
     if quick:
         notes.insert(0, "Quick mode: fewer images and repetitions; rates are real but noisier.")
