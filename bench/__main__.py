@@ -106,6 +106,9 @@ def run_bench(name: str, *, quick: bool, parts: list[str] | None, timeout: float
         "log": child.log, "result": child.value,
     }
     result = record["result"]
+    if isinstance(result, dict) and result.get("error") and record["status"] == "ok":
+        # The bench caught its own failure and returned it: still a failure to see.
+        record["status"], record["error"] = "failed", str(result["error"])
     if isinstance(result, dict) and isinstance(result.get("parts"), dict):
         stamp = {"quick": quick, "created": created, "commit": env.get("commit")}
         for part in result["parts"].values():

@@ -22,7 +22,8 @@ peak memory) and renders it with a generic renderer that understands::
       ],
       "rows": [...], "columns": [...],                   # shorthand for a single table
       "notes": ["Method, caveats, what 'quick' changes."],
-      "parts": {...}                                     # optional: see --only NAME.PART
+      "parts": {...},                                    # optional: see --only NAME.PART
+      "error": "…"                                       # set only if the measurement failed
     }
 
 Cells may be numbers (shown to 3 significant digits), strings, booleans, None (—), lists,
