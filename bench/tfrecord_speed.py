@@ -1,0 +1,118 @@
+"""Input throughput: the training split read from TFRecord shards vs from JPEG files.
+
+Same images (isic-dev prepared as ``skinlesion prepare`` does, 512 px shorter side),
+same decode and resize (``tf.io.decode_image`` + the model-input resize to
+``SIZE`` px, uint8), same ``tf.data`` parallelism (AUTOTUNE), no cache, batches
+of 64 drained as fast as possible:
+
+* ``jpeg``: :func:`skinlesion.data.pipeline.image_dataset` over the file paths
+  (what training does by default);
+* ``tfrecord``: :func:`skinlesion.data.tfrecords.tfrecord_dataset` over 8 shards
+  written by :func:`~skinlesion.data.tfrecords.write_tfrecords` (what
+  ``train --tfrecords`` does), read with a parallel deterministic interleave.
+
+The two modes alternate within each repetition after one untimed warm-up pass
+each (so both read from a warm page cache: this measures the pipeline, not the
+disk); ``ratio`` is tfrecord / jpeg images per second within a repetition
+(median, min, max). On local disk most of the time is JPEG decoding, which both
+modes share, so expect a ratio near 1; the shards' advantage is on network
+storage (GCS, NFS), where per-file latency dominates — not measured here.
+
+Run ``python -m bench.tfrecord_speed`` (``--full`` for the whole split and more
+repetitions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SIZE = 224
+SHARDS = 8
+BATCH = 64
+
+
+def _data(quick: bool) -> tuple[Path, list[str], list[int], list[str], dict[str, Any]]:
+    """A data folder over the bench's prepared isic-dev (train split), with its shards."""
+    from bench._harness import cache_dir, prepared_isic_dev
+    from skinlesion.data.manifest import read_manifest, resolve_paths, write_manifest
+    from skinlesion.data.tfrecords import shard_files, write_tfrecords
+
+    prepared = prepared_isic_dev()
+    source = Path(prepared["data_dir"])
+    df = read_manifest(source)
+    train = df[df["split"] == "train"].reset_index(drop=True)
+    if quick:
+        train = train.iloc[:600]
+    root = cache_dir() / "tfrecord_speed" / ("quick" if quick else "full")
+    root.mkdir(parents=True, exist_ok=True)
+    link = root / "images"
+    if not link.exists():
+        link.symlink_to((source / "images").resolve(), target_is_directory=True)
+    write_manifest(train, root)
+    t = time.perf_counter()
+    index = write_tfrecords(root, SHARDS, splits=("train",))
+    info = {"write_shards_s": round(time.perf_counter() - t, 3),
+            "shard_images": [s["images"] for s in index["splits"]["train"]["shards"]],
+            "prepared_now": prepared["prepared_now"]}
+    paths = resolve_paths(train, root)
+    return root, paths, train["label"].tolist(), shard_files(root, "train"), info
+
+
+def _drain(ds: Any) -> int:
+    n = 0
+    for x, _, _ in ds.batch(BATCH):
+        n += int(x.shape[0])
+    return n
+
+
+def run(quick: bool = True) -> dict[str, Any]:
+    """Measure both input pipelines; returns JSON-serialisable results."""
+    from bench._harness import machine_info, summarize_times
+    from skinlesion.data.pipeline import image_dataset
+    from skinlesion.data.tfrecords import tfrecord_dataset
+
+    repeats = 3 if quick else 5
+    root, paths, labels, files, info = _data(quick)
+    n = len(paths)
+    jpeg_bytes = sum(os.path.getsize(p) for p in paths)
+    shard_bytes = sum(os.path.getsize(f) for f in files)
+
+    def jpeg() -> int:
+        return _drain(image_dataset(paths, labels, SIZE, cache=None))
+
+    def shards() -> int:
+        return _drain(tfrecord_dataset(files, SIZE, cache=None))
+
+    counts = {"jpeg": jpeg(), "tfrecord": shards()}  # warm-up, and both read every image
+    if counts["jpeg"] != n or counts["tfrecord"] != n:
+        raise RuntimeError(f"pipelines read {counts} images, expected {n}")
+    times: dict[str, list[float]] = {"jpeg": [], "tfrecord": []}
+    ratios = []
+    for _ in range(repeats):
+        for name, fn in (("jpeg", jpeg), ("tfrecord", shards)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+        ratios.append(times["jpeg"][-1] / times["tfrecord"][-1])
+    return {
+        "what": "images/s through decode + resize to the model input, from 8 TFRecord shards "
+                "vs from the JPEG files (same images, warm page cache, no cache, batch 64)",
+        "images": n, "size": SIZE, "shards": len(files),
+        "jpeg_mb": round(jpeg_bytes / 2**20, 2), "shards_mb": round(shard_bytes / 2**20, 2),
+        "jpeg": summarize_times(times["jpeg"], items=n, warmup=1),
+        "tfrecord": summarize_times(times["tfrecord"], items=n, warmup=1),
+        "ratio_tfrecord_over_jpeg": {"median": statistics.median(ratios), "min": min(ratios),
+                                     "max": max(ratios), "values": ratios},
+        "setup": info, "data_dir": str(root), "quick": quick, "machine": machine_info(),
+    }
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print(json.dumps(run(quick="--full" not in sys.argv[1:]), indent=2, default=str))
