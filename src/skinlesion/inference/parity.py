@@ -106,13 +106,13 @@ def sample_images(source: str | os.PathLike[str], n: int, *, seed: int = 0,
         if col is not None and "label" in df.columns:
             paths = [str(root / p) for p in df[col].astype(str)]
             return _stratified(paths, df["label"].astype(int).to_numpy(), n, seed, str(labels_csv))
-    paths, _ = find_images([root])
-    if not paths:
+    found, _ = find_images([root])
+    if not found:
         raise ParityError(f"{root}: no images found (expected a manifest.csv, a labels.csv or "
                           "image files)")
     rng = np.random.default_rng(seed)
-    pick = sorted(rng.permutation(len(paths))[:n])
-    return ImageSample([str(paths[i]) for i in pick], None, str(root))
+    pick = sorted(rng.permutation(len(found))[:n])
+    return ImageSample([str(found[i]) for i in pick], None, str(root))
 
 
 def _stratified(paths: list[str], labels: np.ndarray, n: int, seed: int, source: str) -> ImageSample:

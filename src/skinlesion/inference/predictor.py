@@ -175,7 +175,7 @@ class Predictor:
             raise RunError(f"model input {shape} does not match model_spec input_size "
                            f"{self.input_size}")
         self._lock = threading.RLock()
-        self._forward: Callable[[Any], Any] | None = None
+        self._forward: Callable[..., Any] | None = None
         self._cam: GradCam | None = None
 
     @classmethod
@@ -229,7 +229,7 @@ class Predictor:
 
     # --- arrays ---
 
-    def _forward_fn(self) -> Callable[[Any], Any]:
+    def _forward_fn(self) -> Callable[..., Any]:
         # One traced graph for any batch size: avoids Keras's per-call Python overhead
         # and never retraces (fixed signature, unknown batch dimension).
         if self._forward is None:

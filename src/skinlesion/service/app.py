@@ -208,10 +208,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        predictor = source if not isinstance(source, str | os.PathLike) else None
-        if predictor is None:
-            from skinlesion.inference.predictor import Predictor
+        from skinlesion.inference.predictor import Predictor
 
+        if isinstance(source, Predictor):
+            predictor = source
+        else:
             predictor = await anyio.to_thread.run_sync(Predictor.from_run, source)
         if warmup:
             await anyio.to_thread.run_sync(_warm_up, predictor)
