@@ -26,9 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from skinlesion.training.config import STRATEGIES
 
-STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+log = logging.getLogger(__name__)
 
 
 def get_strategy(name: str = "auto") -> Any:
@@ -167,12 +167,6 @@ def release_worker_dir(private: Path, shared_run: Path) -> Path:
 def replicas(strategy: Any) -> int:
     """Number of replicas that share one global batch."""
     return int(getattr(strategy, "num_replicas_in_sync", 1))
-
-
-def num_workers(strategy: Any) -> int:
-    """Number of worker processes taking part in ``strategy`` (1 outside multi-worker)."""
-    extended = getattr(strategy, "extended", None)
-    return int(getattr(extended, "_num_workers", 1) or 1)
 
 
 # === Keras 3 + MultiWorkerMirroredStrategy ========================================
