@@ -68,9 +68,9 @@ def test_unknown_backbone_lists_the_valid_names() -> None:
 
 
 def _auto_named(layer: Any) -> bool:
-    from keras.src.utils.naming import to_snake_case
+    from skinlesion.models.backbones import snake_case
 
-    return re.fullmatch(rf"{to_snake_case(type(layer).__name__)}(_\d+)?", layer.name) is not None
+    return re.fullmatch(rf"{snake_case(type(layer).__name__)}(_\d+)?", layer.name) is not None
 
 
 @pytest.mark.parametrize("name", BUILTIN)

@@ -41,11 +41,16 @@ Renamer = Callable[["keras.Model"], dict[str, str]]
 
 # === Deterministic layer names ===
 
+def snake_case(class_name: str) -> str:
+    """``Conv2D`` → ``conv2d``, ``BatchNormalization`` → ``batch_normalization`` (Keras's rule)."""
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
 def _auto_named(layer: Any) -> bool:
     """Whether ``layer`` kept Keras's automatic name (``conv2d``, ``conv2d_17``)."""
-    from keras.src.utils.naming import to_snake_case
-
-    base = to_snake_case(type(layer).__name__)
+    base = snake_case(type(layer).__name__)
     return re.fullmatch(rf"{re.escape(base)}(_\d+)?", layer.name) is not None
 
 
@@ -76,7 +81,6 @@ def _names_by_markers(model: keras.Model, markers: Sequence[tuple[str, Any]],
     ``last_prefix``. Auto-named layers become ``<prefix><snake_class>_<k>``.
     """
     import keras
-    from keras.src.utils.naming import to_snake_case
 
     group_of: dict[str, str] = {}
     for prefix, marker in markers:
@@ -90,7 +94,7 @@ def _names_by_markers(model: keras.Model, markers: Sequence[tuple[str, Any]],
         if isinstance(layer, keras.layers.InputLayer) or not _auto_named(layer):
             continue
         prefix = group_of.get(layer.name, last_prefix)
-        kind = to_snake_case(type(layer).__name__)
+        kind = snake_case(type(layer).__name__)
         k = counters.get((prefix, kind), 0)
         counters[(prefix, kind)] = k + 1
         new_names[layer.name] = f"{prefix}{kind}_{k}"
