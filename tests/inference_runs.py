@@ -57,6 +57,19 @@ def calibrate_batchnorm(model: Any, images: np.ndarray) -> None:
             bn.momentum = m
 
 
+def wake_layer_scales(model: Any) -> None:
+    """Set ConvNeXt's LayerScale factors (initialised to 1e-6) to 1.
+
+    With them at 1e-6 a random ConvNeXt is its patchify stem and downsampling layers
+    only: every location's feature is the same up to scale, which the final LayerNorm
+    removes, so the output (and any heatmap) cannot depend on where things are.
+    """
+    trunk = model.get_layer("backbone")
+    for layer in trunk._flatten_layers():
+        if "layer_scale" in layer.name and layer.weights:
+            layer.set_weights([np.ones_like(w) for w in layer.get_weights()])
+
+
 def build_responsive_model(backbone: str = "mobilenet_v3_small", size: int = 32, seed: int = 0
                            ) -> Any:
     """A ``build_classifier`` model (weights=None) with data-calibrated BatchNorm."""
@@ -67,6 +80,7 @@ def build_responsive_model(backbone: str = "mobilenet_v3_small", size: int = 32,
     keras.utils.set_random_seed(seed)
     model = build_classifier(backbone, input_size=size, weights=None, dropout=0.0)
     images = structured_images(16, size, seed)
+    wake_layer_scales(model)
     calibrate_batchnorm(model, images)
     spread_head(model, images)
     return model
