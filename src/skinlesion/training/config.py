@@ -115,12 +115,12 @@ class TrainConfig:
     mode: str = "finetune"
     cache_features: bool = True
     feature_views: int = 8
-    head_epochs: int = 60
+    head_epochs: int = 40
     head_batch_size: int = 256
     head_lr: float = 1e-3
-    finetune_epochs: int = 12
-    finetune_lr: float = 3e-4
-    unfreeze_groups: int = 3
+    finetune_epochs: int = 10
+    finetune_lr: float = 2e-4
+    unfreeze_groups: int = -1
     warmup_epochs: int = 1
     schedule: str = "cosine"
     optimizer: str = "adamw"
