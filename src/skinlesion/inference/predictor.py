@@ -116,14 +116,18 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
     seen: set[Path] = set()
 
     def add(p: Path) -> None:
-        key = p.resolve()
+        try:
+            key = p.resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            key = p.absolute()
         if key not in seen:
             seen.add(key)
             paths.append(p)
 
     for raw in inputs:
         item = Path(raw)
-        if item.is_file():
+        # A named symlink that leads nowhere (broken, or a loop) still gets a row saying why.
+        if item.is_file() or (item.is_symlink() and not item.exists()):
             add(item)
         elif item.is_dir():
             found = sorted(p for p in item.rglob("*")
