@@ -1,0 +1,1 @@
+"""Reliability and security tests (issue 8): the bad-input corpus, crashes, numerics, load."""
