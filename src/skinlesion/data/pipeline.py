@@ -80,9 +80,10 @@ def shard_by_data(ds: Any) -> Any:
     files, same seeds) and keeps its own part of every global batch. That is correct
     for any source — in-memory arrays, file lists, TFRecord shards — and gives each
     step exactly the examples a single process would see with the same global batch.
-    (FILE sharding would have each worker read only some files, but tf.data cannot
-    find the files behind the per-epoch ``flat_map`` of ``training_stream``, and it
-    would change which examples share a batch.) Outside multi-worker it does nothing.
+    tf.data's own FILE policy cannot find the files behind the per-epoch ``flat_map``
+    of ``training_stream``; TFRecord shards are FILE-sharded by hand instead, one
+    stream per worker (``skinlesion.training.distribute.file_sharded_stream``).
+    Outside multi-worker it does nothing.
     """
     import tensorflow as tf
 
@@ -133,7 +134,7 @@ def feature_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int 
 def training_stream(
     base: Any, n: int, *, batch_size: int, seed: int, start_epoch: int, epochs: int,
     augment: Any = None, shuffle_buffer: int = 0, balanced: bool = False,
-    labels: np.ndarray | None = None,
+    labels: np.ndarray | None = None, steps_per_epoch: int | None = None,
 ) -> Any:
     """Shuffled, augmented training batches for epochs ``start_epoch … epochs-1``.
 
@@ -153,6 +154,10 @@ def training_stream(
         shuffle_buffer: Shuffle buffer (0 = the whole split).
         balanced: Sample both classes equally (instead of class weights).
         labels: 0/1 labels of ``base`` (needed with ``balanced``).
+        steps_per_epoch: Make every epoch exactly this many full batches, repeating the
+            epoch's order as needed (None: ``ceil(n / batch_size)``). A multi-worker job
+            reading its own TFRecord shards needs it: the workers' shares differ by a few
+            images but every worker must take the same number of steps.
     """
     import tensorflow as tf
 
@@ -178,6 +183,8 @@ def training_stream(
             ds = ds.enumerate().map(lambda k, e: (e[0], e[1], e[2] * 1_000_003 + k))
         else:
             ds = base.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        if steps_per_epoch is not None:
+            ds = ds.repeat().take(steps_per_epoch * batch_size)
         ds = ds.map(lambda x, y, i: prepare(x, y, i, epoch),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.batch(batch_size)

@@ -169,6 +169,73 @@ def replicas(strategy: Any) -> int:
     return int(getattr(strategy, "num_replicas_in_sync", 1))
 
 
+def num_workers(strategy: Any) -> int:
+    """Worker processes taking part in ``strategy`` (1 unless MultiWorkerMirroredStrategy)."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
+
+
+# === FILE sharding of TFRecord shards ===============================================
+
+def file_sharded_stream(
+    strategy: Any, files: list[str], counts: list[int], *, size: int, global_batch: int,
+    steps_per_epoch: int, cache: str | None, class_weight: dict[int, float] | None,
+    **stream_kwargs: Any,
+) -> Any:
+    """Each worker streams only its own TFRecord shards (FILE sharding), as a distributed dataset.
+
+    Worker ``w`` of ``W`` reads shards ``w, w + W, …`` — with DATA sharding every worker
+    would read and decode every shard and drop most of it. Each worker builds its own
+    ``training_stream`` (same per-epoch seeds, so still deterministic and resumable) with
+    exactly ``steps_per_epoch`` batches per local replica, because the workers' shares
+    differ by a few images while every worker must take the same number of steps.
+    A global batch is then the union of the workers' batches, so the run is no longer
+    step-for-step identical to a single process (it is with DATA sharding).
+
+    Class weights become per-example weights inside the stream: Keras cannot map
+    ``class_weight`` over an already distributed dataset.
+
+    Args:
+        strategy: A MultiWorkerMirroredStrategy.
+        files: Shard paths of the training split (at least one per worker).
+        counts: Images per shard (from the index).
+        size: Model input size.
+        global_batch: Global batch size.
+        steps_per_epoch: Global steps per epoch (``ceil(N / global_batch)``).
+        cache: Image cache of each worker's share (see ``tfrecord_dataset``).
+        class_weight: ``{0: w0, 1: w1}`` or None.
+        **stream_kwargs: ``seed``, ``start_epoch``, ``epochs``, ``augment``,
+            ``shuffle_buffer``, ``balanced`` for ``training_stream``.
+
+    Returns:
+        A ``tf.distribute`` distributed dataset for ``Model.fit``.
+    """
+    import tensorflow as tf
+
+    from skinlesion.data.pipeline import training_stream
+    from skinlesion.data.tfrecords import tfrecord_dataset
+
+    def make(context: Any) -> Any:
+        mine = list(range(context.input_pipeline_id, len(files), context.num_input_pipelines))
+        log.info("input pipeline %d/%d reads shards %s", context.input_pipeline_id,
+                 context.num_input_pipelines, mine)
+        base = tfrecord_dataset([files[i] for i in mine], size, cache=cache)
+        local_replicas = max(1, context.num_replicas_in_sync // context.num_input_pipelines)
+        ds = training_stream(base, sum(counts[i] for i in mine),
+                             batch_size=context.get_per_replica_batch_size(global_batch),
+                             steps_per_epoch=steps_per_epoch * local_replicas, **stream_kwargs)
+        if class_weight:
+            weights = tf.constant([class_weight[0], class_weight[1]], tf.float32)
+            ds = ds.map(lambda x, y: (x, y, tf.gather(weights, tf.cast(y > 0.5, tf.int32))))
+        return ds
+
+    return strategy.distribute_datasets_from_function(make)
+
+
 # === Keras 3 + MultiWorkerMirroredStrategy ========================================
 # Keras 3's TensorFlow trainer breaks under MultiWorkerMirroredStrategy in two places
 # (keras-team/keras#20585, tensorflow/tensorflow#72388, still open for Keras 3.15):

@@ -57,6 +57,7 @@ class StageContext:
     say: Callable[[str], None]
     base_train: Any = None
     base_val: Any = None
+    worker_shards: tuple[list[str], list[int]] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -77,6 +78,7 @@ class StageContext:
 
             ctx.base_train = split_dataset(cfg.data_dir, "train", splits.train["image_id"].tolist(),
                                            size, cache=ctx.image_cache("train"))
+            ctx.worker_shards = _worker_shards(cfg, strategy)
         else:
             ctx.base_train = image_dataset(splits.train_paths, splits.y_train, size,
                                            cache=ctx.image_cache("train"))
@@ -269,10 +271,22 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
         schedule = make_schedule(cfg, lr * ctx.lr_scale, spe, epochs)
         model.compile(optimizer=make_optimizer(cfg, schedule), loss=make_loss(cfg),
                       metrics=make_metrics(), jit_compile=cfg.jit)
-    stream = training_stream(
-        ctx.base_train, n_train, batch_size=ctx.global_batch, seed=cfg.seed, start_epoch=start,
-        epochs=epochs, augment=cfg.augment, shuffle_buffer=cfg.shuffle_buffer,
-        balanced=cfg.imbalance == "balanced_sampling")
+    cw = class_weights(ctx.splits.y_train) if cfg.imbalance == "class_weight" else None
+    stream_kw = {"seed": cfg.seed, "start_epoch": start, "epochs": epochs,
+                 "augment": cfg.augment, "shuffle_buffer": cfg.shuffle_buffer,
+                 "balanced": cfg.imbalance == "balanced_sampling"}
+    if ctx.worker_shards:  # multi-worker on TFRecords: each worker reads its own shards
+        from skinlesion.training.distribute import file_sharded_stream
+
+        ctx.say(f"{stage}: FILE sharding, each worker reads its own share of the "
+                f"{len(ctx.worker_shards[0])} TFRecord shards")
+        stream = file_sharded_stream(
+            ctx.strategy, *ctx.worker_shards, size=ctx.size, global_batch=ctx.global_batch,
+            steps_per_epoch=spe, cache=ctx.image_cache("train"), class_weight=cw, **stream_kw)
+        cw = None  # now per-example weights inside the stream
+    else:
+        stream = training_stream(ctx.base_train, n_train, batch_size=ctx.global_batch,
+                                 **stream_kw)
     best_pattern = f"best_{stage}-epoch{{epoch:03d}}.weights.h5"
     for stale in ctx.checkpoints.glob(f"best_{stage}-epoch*.weights.h5"):
         if _epoch_of(stale) > start:  # written by epochs the resumed run will redo
@@ -295,7 +309,6 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, mode=mode,
                                                            factor=0.3, patience=2))
     callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
-    cw = class_weights(ctx.splits.y_train) if cfg.imbalance == "class_weight" else None
     if start < epochs:
         model.fit(stream, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
                   validation_data=ctx.val_batches(), class_weight=cw, callbacks=callbacks,
@@ -309,6 +322,26 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
             old.unlink()
     history.attrs["stage"] = stage
     return history
+
+
+def _worker_shards(cfg: TrainConfig, strategy: Any) -> tuple[list[str], list[int]] | None:
+    """Shards and image counts for FILE sharding, when it applies (see docs/SCALING.md).
+
+    It applies in a multi-worker job reading TFRecords with at least one shard per worker
+    and no ``limit`` (a subset's per-shard counts are unknown without reading the shards).
+    """
+    from skinlesion.data.tfrecords import read_index, shard_files
+    from skinlesion.training.distribute import num_workers
+
+    workers = num_workers(strategy)
+    files = shard_files(cfg.data_dir, "train")
+    if workers < 2 or cfg.limit or len(files) < workers:
+        if workers > 1:
+            log.info("DATA sharding: %d shard(s) for %d workers%s", len(files), workers,
+                     " (limit set)" if cfg.limit else "")
+        return None
+    counts = [int(s["images"]) for s in read_index(cfg.data_dir)["splits"]["train"]["shards"]]
+    return files, counts
 
 
 def _restored_epoch(backup: Path) -> int:
