@@ -191,5 +191,6 @@ def _count_parquet(target: str) -> tuple[int, int]:
     counts = written.map_batches(
         lambda b: {"rows": [len(b)], "failed": [int((b["error"] != "").sum())]},
         batch_format="pandas")
-    total, failed = counts.sum("rows"), counts.sum("failed")
+    total: Any = counts.sum("rows")
+    failed: Any = counts.sum("failed")
     return int(total or 0), int(failed or 0)
