@@ -272,9 +272,9 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
         model.compile(optimizer=make_optimizer(cfg, schedule), loss=make_loss(cfg),
                       metrics=make_metrics(), jit_compile=cfg.jit)
     cw = class_weights(ctx.splits.y_train) if cfg.imbalance == "class_weight" else None
-    stream_kw = {"seed": cfg.seed, "start_epoch": start, "epochs": epochs,
-                 "augment": cfg.augment, "shuffle_buffer": cfg.shuffle_buffer,
-                 "balanced": cfg.imbalance == "balanced_sampling"}
+    stream_kw: dict[str, Any] = {"seed": cfg.seed, "start_epoch": start, "epochs": epochs,
+                                 "augment": cfg.augment, "shuffle_buffer": cfg.shuffle_buffer,
+                                 "balanced": cfg.imbalance == "balanced_sampling"}
     if ctx.worker_shards:  # multi-worker on TFRecords: each worker reads its own shards
         from skinlesion.training.distribute import file_sharded_stream
 
