@@ -536,7 +536,8 @@ def _recipe_lines(order: list[str], parts: dict[str, Any]) -> str:
                            for k, v in (t.get("epochs_by_stage") or {}).items())
         lines.append(
             f"{p.get('label', r)} (`{r}`): {fmt(c.get('backbone'))} {fmt(c.get('input_size'))} px, "
-            f"mode {fmt(c.get('mode'))}, optimizer {fmt(c.get('optimizer'))}, batch "
+            f"mode {fmt(c.get('mode'))}, unfrozen groups {fmt(c.get('unfreeze_groups'))}, "
+            f"optimizer {fmt(c.get('optimizer'))}, batch "
             f"{fmt(c.get('batch_size'))}, imbalance {fmt(c.get('imbalance'))}, monitor "
             f"{fmt(c.get('monitor'))}; ran {stages or '—'}; stage timings "
             f"{_timings(t.get('timings'))}; load average at start "
@@ -570,7 +571,10 @@ def render_training_speed(name: str, rec: dict[str, Any]) -> tuple[str, list[Row
         f"{_num(comp.get('head_epoch_target_s'))} s: {_met(comp.get('head_epoch_target_met'))}).")
     rows = []
     for r in comp.get("regimes") or []:
-        rows.append([fmt(r.get("label")),
+        groups = r.get("unfreeze_groups")
+        unfrozen = ("" if groups in (None, 0) else
+                    " — all layer groups" if groups == -1 else f" — top {groups} layer groups")
+        rows.append([fmt(r.get("label")) + unfrozen,
                      f"{_num(r.get('img_per_s'))} ({_num(r.get('img_per_s_worst'))}–"
                      f"{_num(r.get('img_per_s_best'))})",
                      secs(r.get("epoch_2000_s")), fmt(r.get("batch_size")), fmt(r.get("repeats")),
@@ -588,7 +592,7 @@ def render_training_speed(name: str, rec: dict[str, Any]) -> tuple[str, list[Row
         [["tf.data decode + resize + augment (prepared JPEGs, no cache)", fmt(
             _rate_timing(pipe.get("full")))],
          ["tf.data decode + resize only", fmt(_rate_timing(pipe.get("decode_resize")))],
-         ["model training step (ours, fine-tuning top 3 groups)",
+         ["model training step (ours, fine-tuning stage of the default recipe)",
           _num(iv.get("model_step_img_per_s"))]])
         + f"\n\nInput / model = {_num(iv.get('input_over_model'))}× "
           "(above 1: the input pipeline keeps up with training on this CPU; both share the "
@@ -621,8 +625,10 @@ def render_training_speed(name: str, rec: dict[str, Any]) -> tuple[str, list[Row
                       "note": f"{secs(comp.get('head_epoch_s'))} vs "
                               f"{secs(comp.get('recomputed_epoch_s'))}"})
     for r in comp.get("regimes") or []:
-        if r.get("regime") == "finetune_top" and r.get("img_per_s"):
-            heads.append({"metric": "Fine-tuning throughput (ours, top 3 groups)",
+        if r.get("regime") == "finetune_ours" and r.get("img_per_s"):
+            groups = r.get("unfreeze_groups")
+            what = "all layers" if groups == -1 else f"top {groups} groups"
+            heads.append({"metric": f"Fine-tuning throughput (ours, {what})",
                           "value": r["img_per_s"], "unit": "img/s",
                           "note": f"{pct(r.get('fraction_of_peak'))} of the float32 matmul peak"})
     if fwd.get("img_per_s"):
