@@ -48,6 +48,22 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 
 DECISIONS: tuple[str, ...] = ("benign", "inconclusive", "malignant")
 
+NONFINITE_ERROR = "the model produced NaN or Inf for this image (no probability)"
+"""The error of a row whose output was not a number: never reported as a probability."""
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model produced NaN or Inf for some images of a batch.
+
+    Attributes:
+        probabilities: The batch's outputs clipped to [0, 1], NaN where they were not finite,
+            so callers can keep the finite ones and report the others as errors.
+    """
+
+    def __init__(self, message: str, probabilities: np.ndarray) -> None:
+        super().__init__(message)
+        self.probabilities = probabilities
+
 
 @dataclass
 class PredictionRow:
@@ -266,7 +282,7 @@ class Predictor:
 
         Raises:
             ValueError: on a wrong shape or ``tta``.
-            RuntimeError: if the model produced NaN or Inf.
+            NonFiniteOutputError: (a RuntimeError) if the model produced NaN or Inf.
         """
         tta = check_tta(tta)
         x = np.asarray(images, dtype=np.float32)
@@ -286,8 +302,12 @@ class Predictor:
                 for view in range(tta):
                     acc += np.asarray(forward(chunk, np.int32(view)), dtype=np.float64)
                 out[start:start + len(chunk)] = acc / tta
-        if not np.all(np.isfinite(out)):
-            raise RuntimeError("the model produced NaN or Inf probabilities")
+        bad = ~np.isfinite(out)
+        if bad.any():
+            out[bad] = np.nan
+            raise NonFiniteOutputError(f"the model produced NaN or Inf probabilities for "
+                                       f"{int(bad.sum())} of {len(out)} image(s)",
+                                       np.clip(out, 0.0, 1.0))
         return np.clip(out, 0.0, 1.0)
 
     def predict_array(self, image: np.ndarray, *, tta: int = 1) -> float:
@@ -412,8 +432,11 @@ class Predictor:
         probs: dict[int, float] = {}
         if good:
             batch = np.stack([loaded[i] for i in good])  # type: ignore[misc]
-            for i, p in zip(good, self.predict_arrays(batch, tta=tta, batch_size=len(batch)),
-                            strict=True):
+            try:
+                out = self.predict_arrays(batch, tta=tta, batch_size=len(batch))
+            except NonFiniteOutputError as exc:  # only those images fail, not the batch
+                out = exc.probabilities
+            for i, p in zip(good, out, strict=True):
                 probs[i] = float(p)
         rows = []
         for i, name in enumerate(names):
@@ -421,6 +444,9 @@ class Predictor:
             if isinstance(item, str):
                 msg = item[len(name) + 2:] if item.startswith(f"{name}: ") else item
                 rows.append(PredictionRow(path=name, probability=None, decision=None, error=msg))
+            elif not np.isfinite(probs[i]):
+                rows.append(PredictionRow(path=name, probability=None, decision=None,
+                                          error=NONFINITE_ERROR))
             else:
                 rows.append(self.row(name, probs[i]))
         return rows

@@ -316,6 +316,12 @@ def create_app(
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def unexpected_errors(request: Request, exc: Exception) -> JSONResponse:
+        # Every answer is JSON, even a bug's; the traceback goes to the log, not the client.
+        logger.error("unhandled error on %s", request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(_index_html())
@@ -342,7 +348,12 @@ def _warm_up(predictor: Predictor) -> None:
 def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, heatmap: bool,
                     max_pixels: int) -> dict[str, Any]:
     from skinlesion.data.pipeline import to_model_input
-    from skinlesion.inference.predictor import ImageError, open_rgb
+    from skinlesion.inference.predictor import (
+        NONFINITE_ERROR,
+        ImageError,
+        NonFiniteOutputError,
+        open_rgb,
+    )
 
     start = time.perf_counter()
     try:
@@ -350,7 +361,10 @@ def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, hea
     except ImageError as exc:
         raise HTTPException(422, str(exc)) from None
     x = to_model_input(img, predictor.input_size)[None]
-    probability = float(predictor.predict_arrays(x, tta=tta)[0])
+    try:
+        probability = float(predictor.predict_arrays(x, tta=tta)[0])
+    except NonFiniteOutputError:  # the model is at fault, not the upload: never answer NaN
+        raise HTTPException(500, f"{label}: {NONFINITE_ERROR}") from None
     out: dict[str, Any] = {
         "probability": probability,
         "decision": predictor.decide(probability),
