@@ -21,7 +21,8 @@ malignant at p = 0.19 gets an *empty* map: no location beats 0.5. ``from_predict
 therefore measures each location against the run's threshold instead. With Grad-CAM's
 channel weights ``w`` and the feature map ``A`` on an ``h × w`` grid, the logit is
 ``Σ_loc Σ_k w_k A_k(loc) + c`` to first order (exactly, with ``c`` the head's bias, when
-the layer feeds the pooling directly — true for most registered trunks). An image in
+the layer feeds the pooling directly; the registered layers sit just before each trunk's
+last BatchNorm/activation, where it is Grad-CAM's usual approximation). An image in
 which every location looked like ``loc`` would get the logit
 ``h·w·(cam(loc) − mean cam) + logit``, and the map is
 ``ReLU(h·w·(cam − mean cam) + logit − logit(threshold))``: the regions that push the
