@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -26,6 +27,10 @@ def serve_command(
     max_pixels: int = typer.Option(50_000_000, "--max-pixels", min=1,
                                    help="Largest accepted image in pixels (422 above it)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    client_timeout: float = typer.Option(
+        15.0, "--client-timeout", min=0.1,
+        help="Seconds a client may take to send its request headers, or pause while sending "
+             "a body, before it is disconnected with 408 (slow-client guard)."),
 ) -> None:
     """Serve POST /v1/predict, GET /v1/health, GET /v1/model and a web page at / .
 
@@ -48,5 +53,60 @@ def serve_command(
     err_console.print(f"serving {run_dir} on http://{host}:{port}/  (API docs: /docs)",
                       highlight=False)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
-    app = create_app(run_dir, max_upload_mb=max_upload_mb, max_pixels=max_pixels)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    app = create_app(run_dir, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                     read_timeout_s=client_timeout)
+    uvicorn.run(app, host=host, port=port, log_level=log_level,
+                http=header_deadline_protocol(client_timeout))
+
+
+def header_deadline_protocol(seconds: float) -> Any:
+    """uvicorn's h11 protocol with a deadline for every request's headers.
+
+    uvicorn has none: a client that connects and sends nothing, or half a request line,
+    holds its connection (and a file descriptor) forever — the "slowloris" attack. Here
+    the clock starts when the connection opens, or when the first byte of a later request
+    on a kept-alive connection arrives, and stops once the request head is complete; past
+    ``seconds`` the client gets ``408`` and the connection is closed. (Stalls inside a
+    body are the app's ``read_timeout_s``.)
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    body = b'{"detail": "request headers not received in time"}'
+    answer = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+              b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+
+    class HeaderDeadlineH11(H11Protocol):  # type: ignore[misc]
+        _deadline: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and self.conn.their_state is h11.IDLE:
+                self._arm()  # a new request starts on a kept-alive connection
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()  # the head is in: the app's body timeout takes over
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.write(answer)
+                self.transport.close()
+
+    return HeaderDeadlineH11

@@ -54,6 +54,8 @@ DEFAULT_MAX_PIXELS = 50_000_000
 """Service pixel limit: 50 MP (ISIC 2020's largest photos are 24 MP); a 50 MP RGB decode
 needs 150 MB, so a few concurrent uploads cannot exhaust memory."""
 HEATMAP_MAX_SIDE = 512
+DEFAULT_READ_TIMEOUT_S = 15.0
+"""Longest pause allowed while a client sends a request body (slow-client guard)."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -103,12 +105,15 @@ class UploadLimit:
 
     A declared ``Content-Length`` over the limit is refused at once; otherwise the
     streamed chunks are counted and the request is cut off as soon as the count
-    passes the limit (a chunked upload, or a lying header).
+    passes the limit (a chunked upload, or a lying header). A client that stops
+    sending its body for ``read_timeout_s`` seconds gets 408 and is disconnected:
+    uvicorn itself would wait for it forever, one held connection per stalled client.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,13 +134,25 @@ class UploadLimit:
         seen = 0
         started = False
         rejected = False
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal seen, rejected
+            nonlocal seen, rejected, body_done
             if rejected:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            message = None
+            # Only while the body is arriving: afterwards the app may wait on receive() for
+            # a disconnect while it works, and that wait must not time out.
+            with anyio.move_on_after(None if body_done else self.read_timeout_s):
+                message = await receive()
+            if message is None:  # the client stalled mid-body
+                rejected = True
+                if not started:
+                    await _send_json(send, 408, f"request body stalled for more than "
+                                                f"{self.read_timeout_s:g} s")
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     # Answer now, then tell the app the client went away: raising instead
@@ -182,6 +199,7 @@ def create_app(
     max_pending: int = 16,
     workers: int = 2,
     warmup: bool = True,
+    read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S,
 ) -> FastAPI:
     """Build the FastAPI app for one run.
 
@@ -195,6 +213,8 @@ def create_app(
             serialised by the Predictor's lock). Defaults to 2.
         warmup: Trace the prediction and Grad-CAM graphs at start-up so the first request
             is not slow. Defaults to True.
+        read_timeout_s: A client that sends no body bytes for this long is answered 408 and
+            disconnected (None: wait forever). Defaults to 15.
 
     Returns:
         The ASGI app (``uvicorn.run(app)``); ``app.state.predictor`` holds the Predictor
@@ -328,7 +348,7 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Outermost: the size check must run before FastAPI parses the multipart body.
-    app.add_middleware(UploadLimit, max_bytes=max_bytes)
+    app.add_middleware(UploadLimit, max_bytes=max_bytes, read_timeout_s=read_timeout_s)
     return app
 
 
