@@ -81,32 +81,20 @@ def chromium() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, tiny trained run directory (model.keras + model_spec.json).
+    """A real, tiny run directory (model.keras + model_spec.json) whose output depends on the image.
 
-    MobileNetV3Small at 32 px with random init, fitted for one short epoch on
-    generated images where bright images are "malignant": enough to exercise
-    every consumer of the run-directory contract quickly.
+    MobileNetV3Small at 32 px with random weights; its BatchNorm statistics are set
+    from sample images and its head rescaled (see tests/inference_runs.py), since a
+    random-init network with default statistics answers the same for every input.
     """
-    import keras
+    from inference_runs import build_responsive_model, save_run
+    from skinlesion.runspec import ModelSpec
 
-    from skinlesion.models.classifier import build_classifier
-    from skinlesion.runspec import MODEL_FILE, ModelSpec
-    from skinlesion.utils.atomic import atomic_path
-
-    run = tmp_path_factory.mktemp("tiny_run")
-    keras.utils.set_random_seed(0)
-    model = build_classifier("mobilenet_v3_small", input_size=32, weights=None, dropout=0.0)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, size=(32, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 2, size=(32, 1)).astype("float32")
-    x[y[:, 0] == 1] = np.clip(x[y[:, 0] == 1] + 60, 0, 255)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
-    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
-    with atomic_path(run / MODEL_FILE) as tmp:
-        model.save(tmp)
-    ModelSpec(backbone="mobilenet_v3_small", input_size=32, preprocessing="tf", threshold=0.5,
-              threshold_rule="fixed 0.5 (test fixture)", last_conv_layer="conv_1",
-              model_id="tiny-fixture").save(run)
+    run = save_run(build_responsive_model("mobilenet_v3_small", 32),
+                   tmp_path_factory.mktemp("tiny_run"), "mobilenet_v3_small", 32)
+    spec = ModelSpec.load(run)
+    spec.model_id = "tiny-fixture"
+    spec.save(run)
     return run
 
 
