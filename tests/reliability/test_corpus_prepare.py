@@ -184,6 +184,21 @@ def test_docs_table_matches_the_corpus() -> None:
         f"{TABLE_END!r} with the output of `python tests/reliability/corpus.py`")
 
 
+def test_tests_named_in_the_docs_exist() -> None:
+    """Every `test_…` the page cites is a test function somewhere under tests/."""
+    import re
+
+    from reliability.corpus import DOCS
+
+    cited = set(re.findall(r"`(test_[a-z0-9_]+)`", DOCS.read_text(encoding="utf-8")))
+    assert len(cited) > 15
+    tests = Path(__file__).resolve().parents[1]
+    defined = {m for p in tests.rglob("test_*.py")
+               for m in re.findall(r"^def (test_[a-z0-9_]+)\(", p.read_text(encoding="utf-8"),
+                                   flags=re.M)}
+    assert cited <= defined, sorted(cited - defined)
+
+
 def test_every_case_has_an_outcome_per_entry_point() -> None:
     names = [c.name for c in CASES]
     assert len(names) == len(set(names))
