@@ -69,7 +69,7 @@ def run_demo(out: str | Path, *, overwrite: bool = True,
         "data_dir": str(data_dir),
         "val_roc_auc": result.val_metrics.get("roc_auc"),
         "test_roc_auc": metrics["ranking"]["roc_auc"],
-        "test_n": int(len(ev.predictions)),
+        "test_n": len(ev.predictions),
         "threshold": result.spec.threshold,
         "seconds": time.perf_counter() - t0,
     }
