@@ -535,7 +535,8 @@ def _recipe_lines(order: list[str], parts: dict[str, Any]) -> str:
         stages = ", ".join(f"{k} {v} epoch{'s' if v != 1 else ''}"
                            for k, v in (t.get("epochs_by_stage") or {}).items())
         lines.append(
-            f"{p.get('label', r)} (`{r}`): {fmt(c.get('backbone'))} {fmt(c.get('input_size'))} px, "
+            f"{p.get('label', r)} (`{r}`): {fmt(c.get('backbone'))} "
+            f"{fmt(c.get('input_size') or p.get('input_size'))} px, "
             f"mode {fmt(c.get('mode'))}, unfrozen groups {fmt(c.get('unfreeze_groups'))}, "
             f"optimizer {fmt(c.get('optimizer'))}, batch "
             f"{fmt(c.get('batch_size'))}, imbalance {fmt(c.get('imbalance'))}, monitor "
