@@ -62,14 +62,15 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Train a classifier on a prepared data folder and write RUN_DIR."""
-    from skinlesion.training.config import CONFIG_NAME_HINT, load_config, recipe_overrides
+    from skinlesion.runspec import CONFIG_FILE
+    from skinlesion.training.config import load_config, recipe_overrides
 
     overrides: dict[str, Any] = {}
     try:
         if recipe:
             overrides.update(recipe_overrides(recipe))
-        if resume and config is None and (out / CONFIG_NAME_HINT).is_file():
-            config = out / CONFIG_NAME_HINT
+        if resume and config is None and (out / CONFIG_FILE).is_file():
+            config = out / CONFIG_FILE
         overrides.update({k: v for k, v in {
             "data_dir": str(data_dir), "out": str(out), "mode": mode, "backbone": backbone,
             "weights": weights, "input_size": input_size, "head_epochs": head_epochs,

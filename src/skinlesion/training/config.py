@@ -280,6 +280,3 @@ def recipe_overrides(name: str) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
-
-CONFIG_NAME_HINT = "config.yaml"
-"""Name of the resolved config inside a run directory (see skinlesion.runspec.CONFIG_FILE)."""

@@ -35,7 +35,7 @@ from skinlesion.training.objectives import (
     monitor_mode,
     steps,
 )
-from skinlesion.utils.atomic import atomic_path, atomic_write_json
+from skinlesion.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -425,8 +425,3 @@ def _diverged(where: str) -> Exception:
         "(--head-lr / --finetune-lr), keep --precision float32, and check the input images "
         "(`skinlesion prepare` lists unreadable ones)."
     )
-
-
-def save_state(ctx: StageContext, **state: Any) -> None:
-    """Record stage progress in checkpoints/state.json."""
-    atomic_write_json(ctx.checkpoints / "state.json", state)

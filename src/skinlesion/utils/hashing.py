@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
@@ -19,8 +18,3 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
 def sha256_bytes(data: bytes) -> str:
     """Return the hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def short_hash(path: Path) -> str:
-    """First 12 hex digits of a file's SHA-256: enough to tell runs apart."""
-    return sha256_file(path)[:12]
