@@ -61,6 +61,16 @@ class ModelSpec:
         val_metrics: Validation metrics at the chosen threshold.
         created: ISO-8601 time of writing.
         intended_use: The intended-use statement shipped with the model.
+        target: ``binary`` or ``diagnosis`` (then the model outputs
+            ``[P(malignant), P(class 0), …]``).
+        diagnosis: For ``diagnosis``: ``{"classes", "malignant", "merged"}``
+            (see ``skinlesion.data.targets.DiagnosisClasses``).
+        metadata: The clinical metadata encoder of the model's second input (see
+            ``skinlesion.data.metadata.MetadataEncoder.to_dict``), or None (image only).
+        color_constancy: Shades-of-Gray colour constancy inside the model (informational).
+        members: For an ensemble: the member runs (name, backbone, input size, model id).
+        train_malignant_share: Malignant share of the training split (probabilities reflect
+            it, not a patient's risk).
     """
 
     backbone: str
@@ -80,6 +90,12 @@ class ModelSpec:
     val_metrics: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     intended_use: str = ""
+    target: str = "binary"
+    diagnosis: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    color_constancy: bool = False
+    members: list[dict[str, Any]] | None = None
+    train_malignant_share: float | None = None
     spec_version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +119,20 @@ class ModelSpec:
         if int(spec.input_size) < 8:
             raise RunError(f"{where}: input_size {spec.input_size} is too small")
         return spec
+
+    @property
+    def diagnosis_classes(self) -> list[str]:
+        """The diagnosis class names (empty for a binary model)."""
+        return list((self.diagnosis or {}).get("classes", [])) if self.target == "diagnosis" else []
+
+    @property
+    def metadata_encoder(self) -> Any:
+        """The ``MetadataEncoder`` of the model's metadata input, or None (image only)."""
+        if not self.metadata:
+            return None
+        from skinlesion.data.metadata import MetadataEncoder
+
+        return MetadataEncoder.from_dict(self.metadata)
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         """Write ``run_dir/model_spec.json`` atomically."""

@@ -92,22 +92,35 @@ def shard_by_data(ds: Any) -> Any:
     return ds.with_options(options)
 
 
-def eval_batches(base: Any, batch_size: int) -> Any:
-    """``(image float32, label)`` batches in manifest order, for validation and prediction."""
+Wrap = Any
+"""``wrap(image, label, index, epoch) -> (inputs, target)``: turns a stream element into
+what a model with extra inputs (clinical metadata) or another target (diagnosis) takes;
+``epoch`` is None outside training."""
+
+
+def eval_batches(base: Any, batch_size: int, wrap: Wrap | None = None) -> Any:
+    """``(image float32, label)`` batches in manifest order, for validation and prediction.
+
+    With ``wrap``, elements are ``wrap(image, label, index, None)`` instead.
+    """
     import tensorflow as tf
 
+    if wrap is not None:
+        return shard_by_data(base.map(lambda x, y, i: wrap(tf.cast(x, tf.float32), y, i, None),
+                                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                             .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     return shard_by_data(base.map(lambda x, y, i: (tf.cast(x, tf.float32), y),
                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                          .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
-def feature_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int | None = None,
-                    epochs: int = 1) -> Any:
+def feature_batches(x: np.ndarray | tuple[np.ndarray, ...], y: np.ndarray, batch_size: int, *,
+                    seed: int | None = None, epochs: int = 1) -> Any:
     """``(features, label)`` batches of in-memory arrays (the head stage), DATA-sharded.
 
     Args:
-        x: ``(N, D)`` features.
-        y: ``(N,)`` 0/1 labels.
+        x: ``(N, D)`` features, or a tuple of arrays with N rows (features, metadata).
+        y: ``(N,)`` targets (0/1 labels or class indices).
         batch_size: Global batch size.
         seed: Shuffle each epoch with its own seed (``seed``, epoch); None keeps the order
             and yields one epoch. Like ``training_stream``, the order does not depend on
@@ -118,11 +131,15 @@ def feature_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int 
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(x, np.float32), np.asarray(y, np.float32)))
+    xs = tuple(np.asarray(a, np.float32) for a in x) if isinstance(x, tuple) else np.asarray(
+        x, np.float32)
+    n = len(xs[0]) if isinstance(xs, tuple) else len(xs)
+    ys = np.asarray(y, np.int32 if np.issubdtype(np.asarray(y).dtype, np.integer) else np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((xs, ys))
     if seed is not None:
         def one_epoch(epoch: Any) -> Any:
             epoch_seed = tf.cast(seed, tf.int64) * 7919 + epoch
-            return ds.shuffle(len(x), seed=epoch_seed, reshuffle_each_iteration=False
+            return ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False
                               ).batch(batch_size)
 
         ds = tf.data.Dataset.range(epochs).flat_map(one_epoch)
@@ -135,6 +152,7 @@ def training_stream(
     base: Any, n: int, *, batch_size: int, seed: int, start_epoch: int, epochs: int,
     augment: Any = None, shuffle_buffer: int = 0, balanced: bool = False,
     labels: np.ndarray | None = None, steps_per_epoch: int | None = None,
+    wrap: Wrap | None = None,
 ) -> Any:
     """Shuffled, augmented training batches for epochs ``start_epoch … epochs-1``.
 
@@ -158,6 +176,7 @@ def training_stream(
             epoch's order as needed (None: ``ceil(n / batch_size)``). A multi-worker job
             reading its own TFRecord shards needs it: the workers' shares differ by a few
             images but every worker must take the same number of steps.
+        wrap: Turns each augmented element into ``(inputs, target)`` (see :data:`Wrap`).
     """
     import tensorflow as tf
 
@@ -168,9 +187,11 @@ def training_stream(
 
     def prepare(x: Any, y: Any, i: Any, epoch: Any) -> Any:
         if use_aug:
-            return augment_image(x, tf.stack([tf.cast(seed, tf.int64) * 100_003 + epoch, i]),
-                                 augment), y
-        return tf.cast(x, tf.float32), y
+            x = augment_image(x, tf.stack([tf.cast(seed, tf.int64) * 100_003 + epoch, i]),
+                              augment)
+        else:
+            x = tf.cast(x, tf.float32)
+        return wrap(x, y, i, epoch) if wrap is not None else (x, y)
 
     def one_epoch(epoch: Any) -> Any:
         epoch_seed = tf.cast(seed, tf.int64) * 7919 + epoch

@@ -29,8 +29,11 @@ from skinlesion.data.manifest import (
     read_manifest,
     resolve_paths,
 )
+from skinlesion.data.targets import DiagnosisClasses
 from skinlesion.evaluation.bootstrap import DEFAULT_REPLICATES, stratified_bootstrap
 from skinlesion.evaluation.calibration import DEFAULT_BINS, calibration_summary
+from skinlesion.evaluation.diagnosis import diagnosis_metrics
+from skinlesion.evaluation.metadata_effect import metadata_effect, metadata_only_probabilities
 from skinlesion.evaluation.metrics import (
     PAUC_MIN_TPR,
     EvalResult,
@@ -282,20 +285,39 @@ def select_split(manifest: pd.DataFrame, split: str, where: str = "manifest") ->
     return rows.reset_index(drop=True)
 
 
+DIAGNOSIS_PREFIX = "p_"
+"""Column prefix of a diagnosis model's class probabilities in predictions.csv."""
+
+
+def metadata_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The manifest rows' clinical metadata as the Predictor takes it."""
+    cols = [c for c in ("age", "sex", "site") if c in rows.columns]
+    return rows[cols].to_dict("records") if cols else [{} for _ in range(len(rows))]
+
+
 def predict_manifest(predictor: Predictor, rows: pd.DataFrame, data_dir: str | os.PathLike[str],
                      *, tta: int = 1, batch_size: int = 32,
-                     progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     progress: Progress | None = None,
+                     withhold_metadata: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score the manifest ``rows``; returns ``(scored, errors)``.
 
     ``scored`` is ``rows`` plus ``probability`` and ``file`` (absolute path) for every image
-    that could be read; ``errors`` holds ``image_id``, ``path``, ``label``, ``error`` for the
-    rest (one bad image never stops the evaluation, and none is silently dropped).
+    that could be read (plus ``p_<class>`` columns for a diagnosis model); ``errors`` holds
+    ``image_id``, ``path``, ``label``, ``error`` for the rest (one bad image never stops the
+    evaluation, and none is silently dropped). A model that uses clinical metadata gets the
+    manifest's ``age``/``sex``/``site`` — or nothing, with ``withhold_metadata``.
     """
     files = resolve_paths(rows, data_dir)
-    results = predictor.predict_files(files, tta=tta, batch_size=batch_size, progress=progress)
+    meta = None if withhold_metadata or not predictor.uses_metadata else metadata_records(rows)
+    results = predictor.predict_files(files, tta=tta, batch_size=batch_size, progress=progress,
+                                      metadata=meta)
     out = rows.copy()
     out["file"] = files
     out["probability"] = [r.probability for r in results]
+    for name in predictor.diagnosis_classes:
+        out[f"{DIAGNOSIS_PREFIX}{name}"] = [
+            next((d["probability"] for d in (r.diagnoses or []) if d["diagnosis"] == name),
+                 np.nan) for r in results]
     out["error"] = [r.error for r in results]
     failed = out["error"].notna()
     for _, row in out[failed].iterrows():
@@ -370,6 +392,16 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
     result = evaluate_predictions(scored, operating["threshold"], bootstrap=bootstrap, seed=seed,
                                   errors=errors, operating_point=operating,
                                   class_names=_class_names(spec))
+    if spec.target == "diagnosis" and spec.diagnosis:
+        result.metrics["diagnosis"] = json_safe(_diagnosis_block(spec, scored))
+    if predictor.uses_metadata and predictor.encoder is not None:
+        withheld, _ = predict_manifest(predictor, rows, data_dir, tta=tta, batch_size=batch_size,
+                                       withhold_metadata=True)
+        withheld = withheld.set_index("image_id").loc[scored["image_id"], "probability"]
+        train_rows = manifest[manifest["split"] == "train"]
+        baseline = metadata_only_probabilities(predictor.encoder, train_rows, scored, seed=seed)
+        result.metrics["metadata"] = json_safe(metadata_effect(
+            scored, withheld.to_numpy(float), baseline, predictor.encoder))
     result.metrics.update(json_safe({
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "evaluator": f"skinlesion {__version__}",
@@ -378,6 +410,13 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         "data": describe_data(data_dir, split, rows, scored, errors),
     }))
     return write_evaluation(result, Path(out) if out is not None else run / EVAL_DIR)
+
+
+def _diagnosis_block(spec: ModelSpec, scored: pd.DataFrame) -> dict[str, Any]:
+    classes = DiagnosisClasses.from_dict(spec.diagnosis or {})
+    truth = classes.index(scored["diagnosis"], scored["label"])
+    probs = scored[[f"{DIAGNOSIS_PREFIX}{c}" for c in classes.classes]].to_numpy(float)
+    return diagnosis_metrics(truth, probs, classes.classes, classes.malignant)
 
 
 def _class_names(spec: ModelSpec) -> tuple[str, str]:

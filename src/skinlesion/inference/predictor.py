@@ -74,16 +74,22 @@ class PredictionRow:
         probability: P(malignant) in [0, 1], or None if the input failed.
         decision: ``"benign"``, ``"malignant"`` or ``"inconclusive"``, or None on error.
         error: Why the input failed (e.g. ``"cannot identify image file"``), or None.
+        diagnoses: For a diagnosis model, every class as
+            ``[{"diagnosis": name, "probability": p}, …]`` (most likely first), else None.
     """
 
     path: str
     probability: float | None
     decision: str | None
     error: str | None = None
+    diagnoses: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form (JSON-serialisable)."""
-        return asdict(self)
+        """Plain-dict form (JSON-serialisable); ``diagnoses`` only for a diagnosis model."""
+        out = asdict(self)
+        if out["diagnoses"] is None:
+            del out["diagnoses"]
+        return out
 
 
 # === Image loading ===
@@ -197,6 +203,15 @@ class Predictor:
         self._lock = threading.RLock()
         self._forward: Callable[..., Any] | None = None
         self._cam: GradCam | None = None
+        self.encoder = spec.metadata_encoder
+        self.diagnosis_classes: list[str] = spec.diagnosis_classes
+        from skinlesion.models.classifier import model_metadata_dim
+
+        want = model_metadata_dim(model) if getattr(model, "inputs", None) else 0
+        have = self.encoder.dim if self.encoder is not None else 0
+        if want != have:
+            raise RunError(f"model takes {want} metadata value(s) but model_spec.json describes "
+                           f"{have}")
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike[str]) -> Predictor:
@@ -210,8 +225,9 @@ class Predictor:
         import keras
 
         # Importing the backbones registers their custom layers (EfficientNet-Lite, the
-        # Preprocess layer) so deserialisation finds them.
+        # Preprocess layer, colour constancy, the diagnosis output) so deserialisation finds them.
         import skinlesion.models.backbones
+        import skinlesion.models.layers
         import skinlesion.models.preprocessing  # noqa: F401
 
         try:
@@ -249,36 +265,61 @@ class Predictor:
 
     # --- arrays ---
 
+    @property
+    def uses_metadata(self) -> bool:
+        """The model takes clinical metadata (age/sex/site) beside the image."""
+        return self.encoder is not None
+
+    def encode_metadata(self, records: Sequence[dict[str, Any] | None] | None, n: int) -> np.ndarray:
+        """Metadata rows (dicts with ``age``/``sex``/``site``; None = unknown) → model input.
+
+        Missing records, missing keys and invalid values count as unknown; for an
+        image-only model the result is an empty ``(n, 0)`` array.
+        """
+        if self.encoder is None:
+            return np.zeros((n, 0), dtype=np.float32)
+        rows = [dict(r) if r else {} for r in (records or [None] * n)]
+        if len(rows) != n:
+            raise ValueError(f"got {len(rows)} metadata rows for {n} images")
+        return self.encoder.encode(rows)
+
     def _forward_fn(self) -> Callable[..., Any]:
         # One traced graph for any batch size: avoids Keras's per-call Python overhead
         # and never retraces (fixed signature, unknown batch dimension).
         if self._forward is None:
             import tensorflow as tf
 
+            from skinlesion.models.classifier import INPUT_NAME, METADATA_INPUT
+
             model = self.model
             spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
+            dim = self.encoder.dim if self.encoder is not None else 0
+            meta_spec = tf.TensorSpec((None, dim), tf.float32)
 
-            @tf.function(input_signature=[spec, tf.TensorSpec((), tf.int32)])
-            def forward(x: Any, view: Any) -> Any:
+            @tf.function(input_signature=[spec, meta_spec, tf.TensorSpec((), tf.int32)])
+            def forward(x: Any, meta: Any, view: Any) -> Any:
                 # The view is chosen in-graph so all eight views share one trace.
                 branches = [lambda i=i: dihedral_view(x, i) for i in range(8)]
                 xv = tf.switch_case(view, branches)
-                return tf.reshape(model(xv, training=False), (-1,))
+                inputs = {INPUT_NAME: xv, METADATA_INPUT: meta} if dim else xv
+                out = model(inputs, training=False)
+                return tf.reshape(out, (tf.shape(x)[0], -1))
 
             self._forward = forward
         return self._forward
 
-    def predict_arrays(self, images: np.ndarray, *, tta: int = 1, batch_size: int = 32) -> np.ndarray:
-        """P(malignant) for a batch of model-sized images.
+    def predict_outputs(self, images: np.ndarray, *, metadata: np.ndarray | None = None,
+                        tta: int = 1, batch_size: int = 32) -> np.ndarray:
+        """The model's whole output for a batch: ``(N, 1)`` or ``(N, 1 + K)`` (diagnosis model).
+
+        Column 0 is P(malignant); a diagnosis model's columns 1… are its class probabilities
+        (``diagnosis_classes`` order). Views are averaged in probability space.
 
         Args:
-            images: ``(N, S, S, 3)`` float 0–255 RGB at the model's input size
-                (``to_model_input`` output).
+            images: ``(N, S, S, 3)`` float 0–255 RGB at the model's input size.
+            metadata: ``(N, D)`` encoded metadata (``encode_metadata``); None = all unknown.
             tta: Number of dihedral views averaged (1, 2, 4 or 8). Defaults to 1.
             batch_size: Images per forward pass. Defaults to 32.
-
-        Returns:
-            ``(N,)`` float64 probabilities in [0, 1].
 
         Raises:
             ValueError: on a wrong shape or ``tta``.
@@ -291,24 +332,64 @@ class Predictor:
             raise ValueError(f"expected images of shape (N, {s}, {s}, 3), got {x.shape}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        width = 1 + len(self.diagnosis_classes)
         if len(x) == 0:
-            return np.zeros((0,), dtype=np.float64)
+            return np.zeros((0, width), dtype=np.float64)
+        meta = self.encode_metadata(None, len(x)) if metadata is None else np.asarray(
+            metadata, dtype=np.float32)
+        if meta.shape != (len(x), self.encode_metadata(None, 0).shape[1]):
+            raise ValueError(f"expected metadata of shape ({len(x)}, "
+                             f"{self.encoder.dim if self.encoder else 0}), got {meta.shape}")
         forward = self._forward_fn()
-        out = np.empty((len(x),), dtype=np.float64)
+        out = np.empty((len(x), width), dtype=np.float64)
         with self._lock:
             for start in range(0, len(x), batch_size):
                 chunk = x[start:start + batch_size]
-                acc = np.zeros((len(chunk),), dtype=np.float64)
+                mchunk = meta[start:start + batch_size]
+                acc = np.zeros((len(chunk), width), dtype=np.float64)
                 for view in range(tta):
-                    acc += np.asarray(forward(chunk, np.int32(view)), dtype=np.float64)
+                    acc += np.asarray(forward(chunk, mchunk, np.int32(view)), dtype=np.float64)
                 out[start:start + len(chunk)] = acc / tta
-        bad = ~np.isfinite(out)
+        bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             out[bad] = np.nan
             raise NonFiniteOutputError(f"the model produced NaN or Inf probabilities for "
                                        f"{int(bad.sum())} of {len(out)} image(s)",
-                                       np.clip(out, 0.0, 1.0))
+                                       np.clip(out[:, 0], 0.0, 1.0))
         return np.clip(out, 0.0, 1.0)
+
+    def predict_arrays(self, images: np.ndarray, *, tta: int = 1, batch_size: int = 32,
+                       metadata: np.ndarray | None = None) -> np.ndarray:
+        """P(malignant) for a batch of model-sized images.
+
+        Args:
+            images: ``(N, S, S, 3)`` float 0–255 RGB at the model's input size
+                (``to_model_input`` output).
+            tta: Number of dihedral views averaged (1, 2, 4 or 8). Defaults to 1.
+            batch_size: Images per forward pass. Defaults to 32.
+            metadata: ``(N, D)`` encoded clinical metadata (``encode_metadata``); None =
+                unknown (always allowed).
+
+        Returns:
+            ``(N,)`` float64 probabilities in [0, 1].
+
+        Raises:
+            ValueError: on a wrong shape or ``tta``.
+            NonFiniteOutputError: (a RuntimeError) if the model produced NaN or Inf.
+        """
+        return self.predict_outputs(images, metadata=metadata, tta=tta,
+                                    batch_size=batch_size)[:, 0]
+
+    def top_diagnoses(self, outputs: np.ndarray, k: int | None = None
+                      ) -> list[dict[str, Any]] | None:
+        """The diagnoses of one output row, most likely first (all, or the top ``k``);
+        None for a binary model."""
+        if not self.diagnosis_classes:
+            return None
+        probs = np.asarray(outputs, dtype=np.float64)[1:]
+        order = np.argsort(-probs, kind="stable")[:k]
+        return [{"diagnosis": self.diagnosis_classes[i], "probability": round(float(probs[i]), 6)}
+                for i in order]
 
     def predict_array(self, image: np.ndarray, *, tta: int = 1) -> float:
         """P(malignant) for one model-sized image ``(S, S, 3)``."""
@@ -346,21 +427,35 @@ class Predictor:
         img = open_rgb(source, name=name, max_pixels=max_pixels)
         return to_model_input(img, self.input_size)
 
-    def row(self, path: str, probability: float) -> PredictionRow:
-        """A successful ``PredictionRow`` for ``probability``."""
+    def row(self, path: str, probability: float,
+            outputs: np.ndarray | None = None) -> PredictionRow:
+        """A successful ``PredictionRow`` for ``probability`` (``outputs``: the whole output
+        row, for a diagnosis model's top diagnoses)."""
         return PredictionRow(path=path, probability=float(probability),
-                             decision=self.decide(probability), error=None)
+                             decision=self.decide(probability), error=None,
+                             diagnoses=self.top_diagnoses(outputs) if outputs is not None else None)
 
     def predict_bytes(self, data: bytes, name: str = "upload", *, tta: int = 1,
-                      max_pixels: int = MAX_IMAGE_PIXELS) -> PredictionRow:
+                      max_pixels: int = MAX_IMAGE_PIXELS,
+                      metadata: dict[str, Any] | None = None) -> PredictionRow:
         """Predict one image given as raw bytes (an upload); its type is sniffed from the bytes.
+
+        Args:
+            data: The image bytes.
+            name: Label of the upload in the result and in errors.
+            tta: Dihedral views averaged.
+            max_pixels: Pixel-count limit.
+            metadata: ``{"age", "sex", "site"}`` for a model that uses them (any may be
+                missing; ignored by an image-only model).
 
         Raises:
             ImageError: if ``data`` is not a readable image or is over ``max_pixels``
                 (the service answers 422).
         """
         x = self.load_image(data, name=name, max_pixels=max_pixels)
-        return self.row(name, self.predict_arrays(x[None], tta=tta)[0])
+        out = self.predict_outputs(x[None], metadata=self.encode_metadata([metadata], 1),
+                                   tta=tta)[0]
+        return self.row(name, out[0], out)
 
     def iter_predict_files(
         self,
@@ -370,6 +465,7 @@ class Predictor:
         batch_size: int = 32,
         progress: Callable[[int], None] | None = None,
         workers: int = 2,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
     ) -> Iterator[PredictionRow]:
         """Predict image files lazily, in input order, holding at most two batches in memory.
 
@@ -383,6 +479,8 @@ class Predictor:
             batch_size: Images per forward pass. Defaults to 32.
             progress: Called with the number of files just finished, after each batch.
             workers: Decoding threads. Defaults to 2.
+            metadata: One ``{"age", "sex", "site"}`` dict (or None) per path, in order, for a
+                model that uses clinical metadata; None = unknown for every image.
 
         Yields:
             One ``PredictionRow`` per path.
@@ -400,40 +498,51 @@ class Predictor:
                 logger.debug("unexpected error reading %s", p, exc_info=True)
                 return f"{p}: {type(exc).__name__}: {exc}"
 
-        def chunks() -> Iterator[list[str]]:
+        meta_iter = iter(metadata) if metadata is not None else None
+
+        def chunks() -> Iterator[tuple[list[str], list[dict[str, Any] | None]]]:
             buf: list[str] = []
+            mbuf: list[dict[str, Any] | None] = []
             for p in paths:
                 buf.append(os.fspath(p))
+                mbuf.append(next(meta_iter, None) if meta_iter is not None else None)
                 if len(buf) == batch_size:
-                    yield buf
-                    buf = []
+                    yield buf, mbuf
+                    buf, mbuf = [], []
             if buf:
-                yield buf
+                yield buf, mbuf
 
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
             it = chunks()
 
-            def submit() -> tuple[list[str], list[Future[np.ndarray | str]]] | None:
+            def submit() -> tuple[list[str], list[Any], list[Future[np.ndarray | str]]] | None:
                 nxt = next(it, None)
-                return None if nxt is None else (nxt, [pool.submit(load, p) for p in nxt])
+                if nxt is None:
+                    return None
+                return nxt[0], nxt[1], [pool.submit(load, p) for p in nxt[0]]
 
             pending = submit()
             while pending is not None:
-                names, futures = pending
+                names, metas, futures = pending
                 loaded = [f.result() for f in futures]
                 pending = submit()  # decode the next batch while this one runs
-                yield from self._predict_loaded(names, loaded, tta)
+                yield from self._predict_loaded(names, loaded, tta, metas)
                 if progress is not None:
                     progress(len(names))
 
     def _predict_loaded(self, names: Sequence[str], loaded: Sequence[np.ndarray | str],
-                        tta: int) -> list[PredictionRow]:
+                        tta: int, metas: Sequence[dict[str, Any] | None] | None = None,
+                        ) -> list[PredictionRow]:
         good = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
         probs: dict[int, float] = {}
+        full: dict[int, np.ndarray] = {}
         if good:
             batch = np.stack([loaded[i] for i in good])  # type: ignore[misc]
+            meta = self.encode_metadata([metas[i] if metas else None for i in good], len(good))
             try:
-                out = self.predict_arrays(batch, tta=tta, batch_size=len(batch))
+                outs = self.predict_outputs(batch, metadata=meta, tta=tta, batch_size=len(batch))
+                out = outs[:, 0]
+                full = {i: o for i, o in zip(good, outs, strict=True)}
             except NonFiniteOutputError as exc:  # only those images fail, not the batch
                 out = exc.probabilities
             for i, p in zip(good, out, strict=True):
@@ -448,7 +557,7 @@ class Predictor:
                 rows.append(PredictionRow(path=name, probability=None, decision=None,
                                           error=NONFINITE_ERROR))
             else:
-                rows.append(self.row(name, probs[i]))
+                rows.append(self.row(name, probs[i], full.get(i)))
         return rows
 
     def predict_files(
@@ -458,7 +567,8 @@ class Predictor:
         tta: int = 1,
         batch_size: int = 32,
         progress: Callable[[int], None] | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
     ) -> list[PredictionRow]:
         """Predict image files; see ``iter_predict_files`` (this collects its rows in a list)."""
         return list(self.iter_predict_files(paths, tta=tta, batch_size=batch_size,
-                                            progress=progress))
+                                            progress=progress, metadata=metadata))

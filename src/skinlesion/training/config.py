@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from skinlesion.data.metadata import MISSING_MODES, parse_fields
+from skinlesion.data.targets import TARGETS
 from skinlesion.utils.atomic import atomic_write_text
 
 MODES = ("frozen", "finetune")
@@ -102,6 +104,17 @@ class TrainConfig:
             data need not fit in memory).
         shuffle_buffer: Shuffle buffer (0 = the whole training split).
         limit: Use at most this many images per split (0 = all; for tests and benchmarks).
+        target: ``binary`` (malignant or not, sigmoid) or ``diagnosis`` (softmax over the
+            manifest's diagnosis classes; P(malignant) = sum of the malignant classes).
+        min_class_images: With ``diagnosis``, classes with fewer training images are merged
+            into ``other_benign`` / ``other_malignant``.
+        metadata: Clinical metadata fused with the image features: a comma-separated
+            subset of ``age,sex,site`` ("" = image only).
+        metadata_missing: How unknown values are encoded: ``flags`` (a missing flag per
+            field) or ``impute`` (training means/frequencies, no flag).
+        metadata_dropout: Training only: probability of hiding each known field (it then
+            looks unknown), so the model cannot learn that "unknown" means a label.
+        color_constancy: Shades-of-Gray colour constancy (p = 6) inside the model.
         augment: Training augmentation.
     """
 
@@ -143,6 +156,12 @@ class TrainConfig:
     tfrecords: bool = False
     shuffle_buffer: int = 0
     limit: int = 0
+    target: str = "binary"
+    min_class_images: int = 20
+    metadata: str = ""
+    metadata_missing: str = "flags"
+    metadata_dropout: float = 0.0
+    color_constancy: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> TrainConfig:
@@ -159,6 +178,16 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("cache", self.cache, ("memory", "disk", "none"))
+        _choice("target", self.target, TARGETS)
+        _choice("metadata_missing", self.metadata_missing, MISSING_MODES)
+        parse_fields(self.metadata)
+        if not 0.0 <= self.metadata_dropout < 1.0:
+            raise ValueError(f"metadata_dropout must be in [0, 1), got {self.metadata_dropout}")
+        if self.min_class_images < 1:
+            raise ValueError(f"min_class_images must be >= 1, got {self.min_class_images}")
+        if self.imbalance == "balanced_sampling" and (self.target != "binary" or self.metadata):
+            raise ValueError("imbalance balanced_sampling works with the binary image-only "
+                             "target; use class_weight with target diagnosis or metadata")
         if not 1 <= self.feature_views <= 8:
             raise ValueError(f"feature_views must be 1–8, got {self.feature_views}")
         if not 0.0 < self.target_sensitivity <= 1.0:

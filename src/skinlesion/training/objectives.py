@@ -10,22 +10,31 @@ import numpy as np
 from skinlesion.training.config import TrainConfig
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Balanced class weights n / (2 · n_c): each class carries half the loss."""
+def class_weights(labels: np.ndarray, n_classes: int = 2) -> dict[int, float]:
+    """Balanced class weights n / (K · n_c): each of the K classes carries 1/K of the loss."""
     labels = np.asarray(labels).astype(int)
     n = labels.size
     out = {}
-    for c in (0, 1):
+    for c in range(n_classes):
         count = int((labels == c).sum())
         if count == 0:
             raise ValueError(f"the training split has no examples of class {c}")
-        out[c] = n / (2.0 * count)
+        out[c] = n / (n_classes * float(count))
     return out
 
 
 def make_loss(cfg: TrainConfig) -> Any:
-    """Binary cross-entropy, or focal loss; both with optional label smoothing."""
+    """Binary cross-entropy, or focal loss; both with optional label smoothing.
+
+    With ``target: diagnosis``: sparse categorical cross-entropy over the classes.
+    """
     import keras
+
+    if cfg.target == "diagnosis":
+        if cfg.loss != "bce" or cfg.label_smoothing:
+            raise ValueError("target diagnosis trains with cross-entropy: use loss bce and "
+                             "label_smoothing 0")
+        return keras.losses.SparseCategoricalCrossentropy()
 
     if cfg.loss == "focal":
         return keras.losses.BinaryFocalCrossentropy(
@@ -33,9 +42,25 @@ def make_loss(cfg: TrainConfig) -> Any:
     return keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
 
 
-def make_metrics() -> list[Any]:
-    """Tutorial 2's metrics plus ROC and PR AUC (computed from probabilities)."""
+def make_metrics(malignant: list[int] | tuple[int, ...] | None = None) -> list[Any]:
+    """Tutorial 2's metrics plus ROC and PR AUC (computed from probabilities).
+
+    Args:
+        malignant: For a diagnosis head, the 0/1 malignant flag of each class: accuracy is
+            then the diagnosis accuracy and ``auc``/``pr_auc`` are computed on P(malignant)
+            (the sum of the malignant classes) against the malignant bit, so ``val_auc``
+            means the same thing for both targets.
+    """
     import keras
+
+    if malignant is not None:
+        from skinlesion.training.metrics import MalignantAUC
+
+        return [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            MalignantAUC(malignant, name="auc", num_thresholds=500),
+            MalignantAUC(malignant, name="pr_auc", curve="PR", num_thresholds=500),
+        ]
 
     return [
         keras.metrics.BinaryAccuracy(name="accuracy"),

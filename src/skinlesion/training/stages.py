@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skinlesion.data.metadata import MetadataEncoder, parse_fields
 from skinlesion.models.registry import BackboneSpec, get_backbone
 from skinlesion.runspec import CHECKPOINTS_DIR, LOGS_DIR
 from skinlesion.training.config import TrainConfig
+from skinlesion.data.targets import DiagnosisClasses
 from skinlesion.training.objectives import (
     class_weights,
     make_loss,
@@ -59,6 +61,10 @@ class StageContext:
     base_val: Any = None
     worker_shards: tuple[list[str], list[int]] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    classes: DiagnosisClasses | None = None
+    encoder: MetadataEncoder | None = None
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def create(cls, cfg: TrainConfig, run_dir: Path, splits: Any, strategy: Any, *,
@@ -84,7 +90,71 @@ class StageContext:
                                            cache=ctx.image_cache("train"))
         ctx.base_val = image_dataset(splits.val_paths, splits.y_val, size,
                                      cache=ctx.image_cache("val"))
+        ctx.set_targets()
         return ctx
+
+    def set_targets(self) -> None:
+        """Diagnosis classes and metadata encoder fitted on the training split (if asked)."""
+        cfg, sp = self.cfg, self.splits
+        frames = {"train": sp.train, "val": sp.val}
+        if cfg.target == "diagnosis":
+            self.classes = DiagnosisClasses.from_frame(sp.train, cfg.min_class_images)
+            self.targets = {k: self.classes.index(f["diagnosis"], f["label"])
+                            for k, f in frames.items()}
+        else:
+            self.targets = {"train": sp.y_train, "val": sp.y_val}
+        fields = parse_fields(cfg.metadata)
+        if fields:
+            self.encoder = MetadataEncoder.fit(sp.train, fields, cfg.metadata_missing)
+            self.meta = {k: self.encoder.encode(f) for k, f in frames.items()}
+        if (self.classes or self.encoder) and self.worker_shards:
+            raise ValueError("target diagnosis and metadata are not supported with multi-worker "
+                             "FILE sharding of TFRecords yet; train without --tfrecords")
+
+    @property
+    def malignant(self) -> list[int] | None:
+        """The 0/1 malignant flag per diagnosis class, or None for a binary head."""
+        return list(self.classes.malignant) if self.classes else None
+
+    @property
+    def n_classes(self) -> int:
+        return self.classes.n if self.classes else 2
+
+    @property
+    def extended(self) -> bool:
+        """The model needs more than ``(image, label)``: metadata input or diagnosis target."""
+        return self.classes is not None or self.encoder is not None
+
+    def wrap(self, split: str) -> Any:
+        """``(image, label, index, epoch) -> (inputs, target)`` for ``split`` (None if plain)."""
+        if not self.extended:
+            return None
+        import tensorflow as tf
+
+        from skinlesion.models.classifier import INPUT_NAME, METADATA_INPUT
+
+        target = tf.constant(self.targets[split])
+        meta = tf.constant(self.meta[split]) if self.encoder is not None else None
+        rate = self.cfg.metadata_dropout if split == "train" else 0.0
+        fields = tf.constant(self.encoder.field_matrix()) if self.encoder else None
+        blank = tf.constant(self.encoder.blank()) if self.encoder else None
+        seed = self.cfg.seed
+
+        def fn(x: Any, y: Any, i: Any, epoch: Any) -> Any:
+            i32 = tf.cast(i % len(self.targets[split]), tf.int32)
+            t = tf.gather(target, i32)
+            if meta is None:
+                return x, t
+            m = tf.gather(meta, i32)
+            if rate > 0 and epoch is not None:  # metadata dropout, reproducible per epoch
+                u = tf.random.stateless_uniform(
+                    [fields.shape[0]], seed=tf.stack([tf.cast(seed, tf.int64) * 31 + epoch,
+                                                      tf.cast(i, tf.int64)]))
+                mask = tf.linalg.matvec(fields, tf.cast(u < rate, tf.float32), transpose_a=True)
+                m = m * (1.0 - mask) + blank * mask
+            return {INPUT_NAME: x, METADATA_INPUT: m}, t
+
+        return fn
 
     def image_cache(self, split: str) -> str | None:
         """Where decoded, resized images of ``split`` are cached (see ``TrainConfig.cache``)."""
@@ -109,15 +179,19 @@ class StageContext:
         from skinlesion.models.classifier import build_classifier
 
         return build_classifier(self.bspec.name, self.size, weights=self.cfg.weights_arg,
-                                dropout=self.cfg.dropout, preprocessing=self.preprocessing)
+                                dropout=self.cfg.dropout, preprocessing=self.preprocessing,
+                                malignant=self.malignant,
+                                metadata_dim=self.encoder.dim if self.encoder else 0,
+                                color_constancy=self.cfg.color_constancy)
 
     def val_batches(self) -> Any:
         from skinlesion.data.pipeline import eval_batches
 
-        return eval_batches(self.base_val, self.global_batch)
+        return eval_batches(self.base_val, self.global_batch, wrap=self.wrap("val"))
 
     def predict_val(self, model: Any) -> np.ndarray:
-        prob = np.asarray(model.predict(self.val_batches(), verbose=0), dtype=np.float64).ravel()
+        out = np.asarray(model.predict(self.val_batches(), verbose=0), dtype=np.float64)
+        prob = out.reshape(len(out), -1)[:, 0]
         if not np.all(np.isfinite(prob)):
             raise _diverged("validation predictions")
         return np.clip(prob, 0.0, 1.0)
@@ -150,6 +224,8 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     extractor = feature_extractor(model)
     key_parts = {"backbone": ctx.bspec.name, "size": ctx.size, "weights": str(cfg.weights),
                  "preprocessing": ctx.preprocessing}
+    if cfg.color_constancy:  # keys of runs without it stay as they were
+        key_parts["color_constancy"] = "shades_of_gray_p6"
     # Shared beside the data on the chief; another worker computes its own copy privately.
     cache_dir = _feature_cache_dir(cfg) if is_chief() else ctx.checkpoints / "features"
     t = time.perf_counter()
@@ -165,20 +241,29 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
         key=cache_key({**key_parts, "paths": ctx.splits.val_paths}), batch_size=ctx.global_batch)[0]
     ctx.timings["feature_pass_s"] = time.perf_counter() - t
 
-    y_train = np.tile(ctx.splits.y_train, views)
+    y_train = np.tile(ctx.targets["train"], views)
+    y_val = ctx.targets["val"]
     x_train = x_train.reshape(-1, x_train.shape[-1])
+    x_fit_in: Any = x_train
+    x_val_in: Any = x_val
+    if ctx.encoder is not None:  # each view of an image gets its own metadata dropout draw
+        meta_train = ctx.encoder.hide(np.tile(ctx.meta["train"], (views, 1)),
+                                      cfg.metadata_dropout, np.random.default_rng(cfg.seed))
+        x_fit_in, x_val_in = (x_train, meta_train), (x_val, ctx.meta["val"])
     with ctx.strategy.scope():
-        head = build_head(x_train.shape[-1], cfg.dropout)
+        head = build_head(x_train.shape[-1], cfg.dropout, malignant=ctx.malignant,
+                          metadata_dim=ctx.encoder.dim if ctx.encoder else 0)
         head.compile(optimizer=make_optimizer(cfg, cfg.head_lr * ctx.lr_scale),
-                     loss=make_loss(cfg), metrics=make_metrics())
+                     loss=make_loss(cfg), metrics=make_metrics(ctx.malignant))
     callbacks: list[Any] = [keras.callbacks.TerminateOnNaN(),
                             keras.callbacks.CSVLogger(str(hist_path) + ".part")]
     if cfg.patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=cfg.monitor, mode=monitor_mode(cfg.monitor), patience=cfg.patience,
             restore_best_weights=True))
-    cw = class_weights(ctx.splits.y_train) if cfg.imbalance == "class_weight" else None
-    x_fit, y_fit = x_train, y_train
+    cw = (class_weights(ctx.targets["train"], ctx.n_classes)
+          if cfg.imbalance == "class_weight" else None)
+    x_fit, y_fit = x_fit_in, y_train
     if cfg.imbalance == "balanced_sampling":
         x_fit, y_fit = _oversample(x_train, y_train, cfg.seed)
     t = time.perf_counter()
@@ -187,8 +272,8 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     # the same seed, and each takes its part of every global batch (see feature_batches).
     batch = max(cfg.head_batch_size, ctx.global_batch)
     hist = head.fit(feature_batches(x_fit, y_fit, batch, seed=cfg.seed, epochs=cfg.head_epochs),
-                    steps_per_epoch=steps(len(x_fit), batch),
-                    validation_data=feature_batches(x_val, ctx.splits.y_val, batch),
+                    steps_per_epoch=steps(len(y_fit), batch),
+                    validation_data=feature_batches(x_val_in, y_val, batch),
                     epochs=cfg.head_epochs, class_weight=cw, callbacks=callbacks,
                     verbose=ctx.verbose, shuffle=False)
     ctx.timings["head_fit_s"] = time.perf_counter() - t
@@ -267,11 +352,15 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
         ctx.say(f"{stage}: resuming at epoch {start + 1}/{epochs}")
     trainable = set_trainable(model, ctx.bspec, unfreeze)
     ctx.say(f"{stage}: {epochs} epochs, {trainable} trainable backbone layers, lr {lr * ctx.lr_scale:g}")
+    from skinlesion.models.classifier import training_view
+
+    full_model, model = model, training_view(model)  # shares layers: the fit updates both
     with ctx.strategy.scope():
         schedule = make_schedule(cfg, lr * ctx.lr_scale, spe, epochs)
         model.compile(optimizer=make_optimizer(cfg, schedule), loss=make_loss(cfg),
-                      metrics=make_metrics(), jit_compile=cfg.jit)
-    cw = class_weights(ctx.splits.y_train) if cfg.imbalance == "class_weight" else None
+                      metrics=make_metrics(ctx.malignant), jit_compile=cfg.jit)
+    cw = (class_weights(ctx.targets["train"], ctx.n_classes)
+          if cfg.imbalance == "class_weight" else None)
     stream_kw: dict[str, Any] = {"seed": cfg.seed, "start_epoch": start, "epochs": epochs,
                                  "augment": cfg.augment, "shuffle_buffer": cfg.shuffle_buffer,
                                  "balanced": cfg.imbalance == "balanced_sampling"}
@@ -286,7 +375,7 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
         cw = None  # now per-example weights inside the stream
     else:
         stream = training_stream(ctx.base_train, n_train, batch_size=ctx.global_batch,
-                                 **stream_kw)
+                                 wrap=ctx.wrap("train"), **stream_kw)
     best_pattern = f"best_{stage}-epoch{{epoch:03d}}.weights.h5"
     for stale in ctx.checkpoints.glob(f"best_{stage}-epoch*.weights.h5"):
         if _epoch_of(stale) > start:  # written by epochs the resumed run will redo
@@ -320,6 +409,7 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
         model.load_weights(best[-1])
         for old in best[:-1]:
             old.unlink()
+    del full_model  # the caller's model holds the same, now best, weights
     history.attrs["stage"] = stage
     return history
 

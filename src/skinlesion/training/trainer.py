@@ -256,6 +256,10 @@ def make_spec(cfg: TrainConfig, ctx: Any, splits: Splits, val_prob: np.ndarray) 
         code_version=f"skinlesion {__version__}" + (f" ({c})" if (c := git_commit()) else ""),
         versions=library_versions(), val_metrics=val_metrics,
         created=datetime.now(UTC).isoformat(timespec="seconds"), intended_use=INTENDED_USE,
+        target=cfg.target, diagnosis=ctx.classes.to_dict() if ctx.classes else None,
+        metadata=ctx.encoder.to_dict() if ctx.encoder else None,
+        color_constancy=bool(cfg.color_constancy),
+        train_malignant_share=float(splits.y_train.mean()),
     )
 
 
