@@ -20,6 +20,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "data",
     "download",
     "train",
+    "ensemble",
     "evaluate",
     "predict",
     "backbones",

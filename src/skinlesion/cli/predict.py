@@ -45,6 +45,10 @@ def predict_command(
     cam: Path | None = typer.Option(None, "--cam",
                                     help="Also save a Grad-CAM heatmap overlay PNG per image here."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    metadata: Path | None = typer.Option(
+        None, "--metadata",
+        help="CSV of clinical metadata (path/filename or image_id, and age, sex, site) for a "
+             "model trained with --metadata; images without a row count as unknown."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Predict P(malignant) for images with a trained run, batched, with a progress bar.
@@ -69,6 +73,22 @@ def predict_command(
     except RunError as exc:
         fail(str(exc), code=2)
 
+    meta_rows = None
+    if metadata is not None:
+        from skinlesion.inference.metadata_input import MetadataTable, MetadataTableError
+
+        try:
+            table = MetadataTable(metadata)
+        except MetadataTableError as exc:
+            fail(str(exc), code=2)
+        meta_rows, matched = table.records(paths)
+        if not predictor.uses_metadata:
+            err_console.print(f"[yellow]warning:[/] this model does not use clinical metadata; "
+                              f"{metadata} is ignored", highlight=False)
+        else:
+            err_console.print(f"metadata: {matched} of {len(paths)} image(s) found in {metadata} "
+                              f"(fields {', '.join(table.fields) or 'none'}); the others count "
+                              "as unknown", highlight=False)
     cam_writer = _CamWriter(predictor, cam, batch_size) if cam is not None else None
     rows: list[PredictionRow] = []
     columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -76,7 +96,8 @@ def predict_command(
                   disable=not err_console.is_terminal) as bar:
         task = bar.add_task("predict", total=len(paths))
         for row in predictor.iter_predict_files(paths, tta=tta, batch_size=batch_size,
-                                                progress=lambda n: bar.advance(task, n)):
+                                                progress=lambda n: bar.advance(task, n),
+                                                metadata=meta_rows):
             rows.append(row)
             if cam_writer is not None:
                 cam_writer.add(row)
@@ -120,7 +141,14 @@ def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for rec in records:
-            writer.writerow({k: "" if rec.get(k) is None else rec[k] for k in columns})
+            writer.writerow({k: "" if rec.get(k) is None else _cell(rec[k]) for k in columns})
+
+
+def _cell(value: Any) -> Any:
+    # A diagnosis model's class list, flattened for a spreadsheet: "melanoma 0.612; nevus …".
+    if isinstance(value, list):
+        return "; ".join(f"{d['diagnosis']} {d['probability']:.4f}" for d in value)
+    return value
 
 
 def _print_table(records: list[dict[str, Any]]) -> None:

@@ -57,6 +57,21 @@ def train_command(
         None, "--tfrecords/--no-tfrecords",
         help="Read the training split from DATA_DIR/tfrecords (prepare --tfrecords N)."),
     limit: int | None = typer.Option(None, "--limit", help="At most N images per split."),
+    target: str | None = typer.Option(
+        None, "--target",
+        help="binary | diagnosis (softmax over the manifest's diagnoses; P(malignant) = sum "
+             "of the malignant classes)."),
+    metadata: str | None = typer.Option(
+        None, "--metadata",
+        help="Fuse clinical metadata with the image: a subset of age,sex,site ('' = none)."),
+    metadata_missing: str | None = typer.Option(
+        None, "--metadata-missing", help="Unknown metadata as: flags | impute."),
+    metadata_dropout: float | None = typer.Option(
+        None, "--metadata-dropout",
+        help="Training only: chance of hiding each known metadata field (0–1)."),
+    color_constancy: bool | None = typer.Option(
+        None, "--color-constancy/--no-color-constancy",
+        help="Shades-of-Gray colour constancy (p = 6) inside the model."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -79,7 +94,9 @@ def train_command(
             "loss": loss, "label_smoothing": label_smoothing, "monitor": monitor,
             "patience": patience, "target_sensitivity": target_sensitivity, "threshold": threshold,
             "seed": seed, "strategy": strategy, "precision": precision, "jit": jit, "limit": limit,
-            "tfrecords": tfrecords,
+            "tfrecords": tfrecords, "target": target, "metadata": metadata,
+            "metadata_missing": metadata_missing, "metadata_dropout": metadata_dropout,
+            "color_constancy": color_constancy,
         }.items() if v is not None})
         cfg = load_config(config, overrides)
         if cfg.backbone:

@@ -82,3 +82,26 @@ class MalignantProbability(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "malignant": list(self.malignant)}
+
+
+@keras.saving.register_keras_serializable(package="skinlesion")
+class TakeColumns(keras.layers.Layer):
+    """``x[..., start:stop]`` as a serializable layer (ensembles keep P(malignant) only).
+
+    Args:
+        start: First column.
+        stop: One past the last column.
+    """
+
+    def __init__(self, start: int = 0, stop: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, inputs: Any) -> Any:
+        return inputs[..., self.start:self.stop]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (*input_shape[:-1], self.stop - self.start)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "start": self.start, "stop": self.stop}

@@ -67,6 +67,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # === Response models (they document the API in /docs) ===
 
+class DiagnosisProbability(BaseModel):
+    """One diagnosis class of a diagnosis model."""
+
+    diagnosis: str
+    probability: float = Field(..., ge=0.0, le=1.0)
+
+
 class Prediction(BaseModel):
     """The answer of ``POST /v1/predict``."""
 
@@ -82,6 +89,11 @@ class Prediction(BaseModel):
     intended_use: str
     heatmap_png_base64: str | None = Field(
         None, description="Grad-CAM overlay (PNG, base64) when heatmap=true.")
+    diagnoses: list[DiagnosisProbability] | None = Field(
+        None, description="A diagnosis model's classes, most likely first.")
+    metadata: dict[str, Any] | None = Field(
+        None, description="For a model that uses clinical metadata: the values it used after "
+                          "normalisation (null = unknown).")
 
 
 class Health(BaseModel):
@@ -283,6 +295,12 @@ def create_app(
         tta: int = Query(1, description="Flip/transpose views averaged: 1, 2, 4 or 8."),
         heatmap_form: bool | None = Form(None, alias="heatmap", include_in_schema=False),
         tta_form: int | None = Form(None, alias="tta", include_in_schema=False),
+        age: str | None = Form(None, description="Approximate age in years (optional; used "
+                               "only by a model trained with metadata)."),
+        sex: str | None = Form(None, description="female or male (optional)."),
+        site: str | None = Form(None, description="Anatomic site, ISIC 2020 vocabulary: "
+                                "head/neck, upper extremity, lower extremity, torso, "
+                                "palms/soles, oral/genital (optional)."),
     ) -> Any:
         nonlocal pending
         predictor = predictor_or_503(request)
@@ -299,8 +317,9 @@ def create_app(
             raise HTTPException(503, "server busy, retry shortly")
         pending += 1
         try:
+            meta = {"age": age or "", "sex": sex or "", "site": site or ""}
             result = await anyio.to_thread.run_sync(
-                _predict_upload, predictor, data, label, views, want_heatmap, max_pixels,
+                _predict_upload, predictor, data, label, views, want_heatmap, max_pixels, meta,
                 limiter=limiter)
         finally:
             pending -= 1
@@ -326,6 +345,8 @@ def create_app(
             "input": {"size": predictor.input_size, "format": "RGB photo; resized whole "
                       "(no crop) to the model input; normalisation is inside the model"},
             "tta_choices": list(TTA_CHOICES),
+            "metadata": _metadata_card(predictor),
+            "diagnoses": predictor.diagnosis_classes or None,
             "limits": {"max_upload_mb": max_bytes / 2**20, "max_pixels": max_pixels,
                        "formats": ["JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF"]},
             "spec": spec,
@@ -374,7 +395,7 @@ def _warm_up(predictor: Predictor) -> None:
 
 
 def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, heatmap: bool,
-                    max_pixels: int) -> dict[str, Any]:
+                    max_pixels: int, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     from skinlesion.data.pipeline import to_model_input
     from skinlesion.inference.predictor import (
         NONFINITE_ERROR,
@@ -390,7 +411,9 @@ def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, hea
         raise HTTPException(422, str(exc)) from None
     x = to_model_input(img, predictor.input_size)[None]
     try:
-        probability = float(predictor.predict_arrays(x, tta=tta)[0])
+        outputs = predictor.predict_outputs(
+            x, metadata=predictor.encode_metadata([metadata], 1), tta=tta)[0]
+        probability = float(outputs[0])
     except NonFiniteOutputError:  # the model is at fault, not the upload: never answer NaN
         raise HTTPException(500, f"{label}: {NONFINITE_ERROR}") from None
     out: dict[str, Any] = {
@@ -403,7 +426,10 @@ def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, hea
         "tta": tta,
         "filename": label,
         "intended_use": INTENDED_USE,
+        "diagnoses": predictor.top_diagnoses(outputs),
     }
+    if predictor.uses_metadata:
+        out["metadata"] = _normalised_metadata(metadata or {})
     if heatmap:
         from skinlesion.inference.gradcam import overlay, png_bytes
 
@@ -421,6 +447,34 @@ def _safe_label(filename: str | None) -> str:
     name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable())[:120]
     return name or "upload"
+
+
+def _normalised_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    from skinlesion.data.metadata import (
+        MetadataValueError,
+        normalize_age,
+        normalize_sex,
+        normalize_site,
+    )
+
+    out: dict[str, Any] = {}
+    for field, fn in (("age", normalize_age), ("sex", normalize_sex), ("site", normalize_site)):
+        try:
+            value = fn(meta.get(field, ""))
+        except MetadataValueError:
+            value = None
+        out[field] = None if value in ("", None) or value != value else value
+    return out
+
+
+def _metadata_card(predictor: Predictor) -> dict[str, Any] | None:
+    from skinlesion.data.metadata import SEX_VALUES, SITE_VALUES
+
+    if predictor.encoder is None:
+        return None
+    return {"fields": list(predictor.encoder.fields), "sex_values": list(SEX_VALUES),
+            "site_values": list(SITE_VALUES), "optional": True,
+            "note": "Every field is optional; an unknown value is encoded as unknown."}
 
 
 def _decision_rule(predictor: Predictor) -> str:

@@ -27,6 +27,18 @@
       $("limits").textContent =
         "Up to " + card.limits.max_upload_mb + " MB. Decision rule: " + card.decision_rule + ".";
       $("intended-use-text").textContent = card.intended_use;
+      if (card.metadata) {
+        for (const [id, values] of [["meta-sex", card.metadata.sex_values],
+                                    ["meta-site", card.metadata.site_values]]) {
+          for (const v of values) {
+            const opt = document.createElement("option");
+            opt.value = v;
+            opt.textContent = v;
+            $(id).appendChild(opt);
+          }
+        }
+        $("metadata").hidden = false;
+      }
     } catch (err) {
       $("model-info").textContent = "Model: unavailable (" + err.message + ")";
     }
@@ -56,6 +68,11 @@
     const tta = $("opt-tta").value;
     const body = new FormData();
     body.append("image", file, file.name);
+    if (!$("metadata").hidden) {
+      for (const [field, id] of [["age", "meta-age"], ["sex", "meta-sex"], ["site", "meta-site"]]) {
+        if ($(id).value !== "") body.append(field, $(id).value);
+      }
+    }
     try {
       const response = await fetch(
         "/v1/predict?heatmap=" + heatmap + "&tta=" + encodeURIComponent(tta),
@@ -88,6 +105,16 @@
       note += ", inconclusive within ±" + percent(result.inconclusive_band);
     }
     $("decision-note").textContent = note + ". Model " + result.model_id + ".";
+    const list = $("diagnoses");
+    list.replaceChildren();
+    if (result.diagnoses) {
+      for (const d of result.diagnoses.slice(0, 3)) {
+        const item = document.createElement("li");
+        item.textContent = d.diagnosis.replace(/_/g, " ") + ": " + percent(d.probability);
+        list.appendChild(item);
+      }
+    }
+    list.hidden = !result.diagnoses;
     $("preview").src = state.previewUrl;
     if (heatmapWanted && result.heatmap_png_base64) {
       $("heatmap").src = "data:image/png;base64," + result.heatmap_png_base64;
