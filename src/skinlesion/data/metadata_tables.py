@@ -200,10 +200,14 @@ def join_metadata(read: Sequence[SourceRows],
         SourceError: if a sidecar cannot be read (see :func:`read_metadata_table`).
     """
     tables = [read_metadata_table(p) for p in sidecars]
+    # A sidecar that is a folder's own metadata table is joined once, as the sidecar.
+    given = {t.path.resolve() for t in tables}
     result = MetadataJoin()
     for src in read:
         result.issues.extend(src.metadata_issues)
         for path in src.metadata_tables:
+            if path.resolve() in given:
+                continue
             try:
                 table = read_metadata_table(path)
             except SourceError as exc:
