@@ -85,7 +85,7 @@ def prepare_command(
 
     Layouts are detected from the files (see docs/DATA.md): class folders, the ISIC 2016/2017/2019/2020 ground-truth tables, HAM10000, an ISIC Archive download, or any CSV with a path and a label column. A folder's metadata table (an image id plus age, sex, site or lesion columns, e.g. metadata.csv beside labels.csv) is joined automatically.
 
-    Splits are grouped by patient (else lesion) and stratified by label and source. Rows that cannot be used are skipped and listed in DATA_DIR/prepare_report.json.
+    Splits are grouped by patient and lesion id and stratified by label and source. Rows that cannot be used are skipped and listed in DATA_DIR/prepare_report.json.
     """
     from rich.progress import (
         BarColumn,
