@@ -68,6 +68,11 @@ def prepare_command(
     quality: int = typer.Option(95, "--quality", min=50, max=100, help="JPEG quality."),
     workers: int | None = typer.Option(None, "--workers", "-j", min=1,
                                        help="Processes for resizing (default: all cores)."),
+    metadata: list[Path] = typer.Option(
+        [], "--metadata", "-m", metavar="CSV",
+        help="Metadata sidecar joined on image id (image_id plus age/age_approx, sex, "
+             "anatom_site_general/localization, patient_id, lesion_id); fills values the "
+             "sources leave empty (repeatable)."),
     strict: bool = typer.Option(False, "--strict",
                                 help="Fail (exit 1, no manifest) if any row is rejected."),
     tfrecords: int = typer.Option(
@@ -78,9 +83,9 @@ def prepare_command(
 ) -> None:
     """Ingest ISIC-style datasets into DATA_DIR: manifest.csv, resized images, a report.
 
-    Layouts are detected from the files (see docs/DATA.md): class folders, the ISIC 2016/2017/2019/2020 ground-truth tables, HAM10000, an ISIC Archive download, or any CSV with a path and a label column.
+    Layouts are detected from the files (see docs/DATA.md): class folders, the ISIC 2016/2017/2019/2020 ground-truth tables, HAM10000, an ISIC Archive download, or any CSV with a path and a label column. A folder's metadata table (an image id plus age, sex, site or lesion columns, e.g. metadata.csv beside labels.csv) is joined automatically.
 
-    Splits are grouped by patient (else lesion) and stratified by label and source. Rows that cannot be used are skipped and listed in DATA_DIR/prepare_report.json.
+    Splits are grouped by patient and lesion id and stratified by label and source. Rows that cannot be used are skipped and listed in DATA_DIR/prepare_report.json.
     """
     from rich.progress import (
         BarColumn,
@@ -112,7 +117,7 @@ def prepare_command(
             bar.update(tasks[stage], completed=done, total=total)
 
         try:
-            result = prepare(sources, out, settings, progress=progress)
+            result = prepare(sources, out, settings, progress=progress, metadata=metadata)
         except PrepareError as exc:
             bar.stop()
             if as_json:
@@ -133,6 +138,11 @@ def prepare_command(
     else:
         colour = "yellow" if result.report["counts"]["rejected"] else "green"
         err_console.print(f"[{colour}]prepared[/] {result.summary}", highlight=False, soft_wrap=True)
+        issues = result.report["counts"]["metadata_issues"]
+        err_console.print(f"[{'yellow' if issues else 'green'}]metadata[/] "
+                          f"{result.metadata_summary.removeprefix('metadata ')}"
+                          f"{f' (see {result.report_path.name})' if issues else ''}",
+                          highlight=False, soft_wrap=True)
         for warning in result.report["warnings"][:5]:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         if len(result.report["warnings"]) > 5:

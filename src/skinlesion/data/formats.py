@@ -50,6 +50,7 @@ from pathlib import Path
 import pandas as pd
 
 from skinlesion.data.labels import LabelDecision, LabelMap, normalize_name, resolve_label
+from skinlesion.data.metadata import METADATA_COLUMNS, normalize_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ class SourceRows:
         tables: Label tables that were read (paths).
         skip: Resolved folders never read (the output folder, when it lies inside
             the source: its resized copies must not be taken for source images).
+        metadata_issues: ``{"source", "image_id", "field", "value", "reason"}`` dicts for
+            metadata values that could not be used (they became missing).
+        metadata_tables: Metadata-only tables found beside the label table and joined
+            on image id (see :mod:`skinlesion.data.metadata_tables`).
     """
 
     path: Path
@@ -98,6 +103,8 @@ class SourceRows:
     warnings: list[str] = field(default_factory=list)
     tables: list[Path] = field(default_factory=list)
     skip: tuple[Path, ...] = ()
+    metadata_issues: list[dict[str, str]] = field(default_factory=list)
+    metadata_tables: list[Path] = field(default_factory=list)
 
     def reject(self, image_id: str, file: str, reason: str) -> None:
         """Record a row that is left out."""
@@ -320,31 +327,16 @@ def _add_row(src: SourceRows, *, image_id: str, file: Path | None, wanted: str,
         src.reject(image_id, wanted, f"image file not found under {src.root} (looked for "
                                      f"{wanted or image_id})")
         return
+    meta, problems = normalize_metadata({"patient_id": patient_id, "lesion_id": lesion_id,
+                                         "age": age, "sex": sex, "site": site})
+    for problem in problems:
+        src.metadata_issues.append({"source": src.source_label(), "image_id": image_id,
+                                    **problem})
     src.rows.append({
         "image_id": image_id, "file": os.fspath(file), "original_path": _rel(file, src.root),
-        "label": decision.label, "diagnosis": decision.diagnosis,
-        "patient_id": _clean_id(patient_id), "lesion_id": _clean_id(lesion_id),
-        "age": _clean_age(age), "sex": _clean_sex(sex), "site": normalize_name(site),
+        "label": decision.label, "diagnosis": decision.diagnosis, **meta,
         "source": source, "source_full": source_full, "split": split,
     })
-
-
-def _clean_id(value: object) -> str:
-    text = "" if value is None else str(value).strip()
-    return "" if normalize_name(text) in ("", "nan", "none", "null", "na", "unknown") else text
-
-
-def _clean_age(value: object) -> str:
-    try:
-        age = float(str(value).strip())
-    except ValueError:
-        return ""
-    return "" if age != age or age < 0 or age > 130 else f"{age:g}"
-
-
-def _clean_sex(value: object) -> str:
-    text = normalize_name(value)
-    return {"m": "male", "male": "male", "f": "female", "female": "female"}.get(text, "")
 
 
 # === Layout readers ===
@@ -578,12 +570,11 @@ def _read_csv(root: Path, tables: list[Path], label_map: LabelMap, src: SourceRo
                 f"{list(_LABEL_COLUMNS + _DIAGNOSIS_COLUMNS)}); columns found: {cols}")
         index = ImageIndex(root, src.skip)
         default_source = table.parent.resolve().name or table.stem
-        patient_col = _first(cols, ("patient_id", "patient"))
-        lesion_col = _first(cols, ("lesion_id", "lesion"))
-        age_col = _first(cols, ("age", "age_approx"))
-        sex_col = _first(cols, ("sex", "gender"))
-        site_col = _first(cols, ("site", "anatom_site_general", "anatom_site_general_challenge",
-                                 "localization", "anatomic_site"))
+        patient_col = _first(cols, METADATA_COLUMNS["patient_id"])
+        lesion_col = _first(cols, METADATA_COLUMNS["lesion_id"])
+        age_col = _first(cols, METADATA_COLUMNS["age"])
+        sex_col = _first(cols, METADATA_COLUMNS["sex"])
+        site_col = _first(cols, METADATA_COLUMNS["site"])
         source_col = _first(cols, ("source", "dataset"))
         split_col = _first(cols, ("split", "set", "subset", "partition", "fold_split"))
         for line_no, rec in enumerate(df.to_dict("records"), start=2):
@@ -718,6 +709,9 @@ FORMATS: dict[str, Layout] = {layout.name: layout for layout in (
 
 FORMAT_NAMES: tuple[str, ...] = ("auto", *FORMATS)
 
+LABEL_TABLE_NAMES: tuple[str, ...] = ("labels.csv", "label.csv")
+"""File names that mark the label table of a folder holding several generic CSV tables."""
+
 
 def detect_format(source: Path, fmt: str = "auto") -> tuple[Layout, Path, list[Path]]:
     """Find the layout of ``source`` (a folder or a CSV file).
@@ -768,10 +762,18 @@ def detect_format(source: Path, fmt: str = "auto") -> tuple[Layout, Path, list[P
                           f"({ {k: [p.name for p in v] for k, v in found.items()} }); pass the "
                           "CSV files one by one, or use --format")
     if found.get("csv"):
-        if len(found["csv"]) > 1:
-            raise SourceError(f"{source}: several label tables found "
-                              f"{[p.name for p in found['csv']]}; pass one CSV file")
-        return FORMATS["csv"], source, found["csv"]
+        tables = found["csv"]
+        if len(tables) > 1:
+            # A folder that names its label table labels.csv (isic-dev: beside provenance.csv,
+            # a per-image record that also has a label column) needs no choice from the user.
+            named = [p for p in tables if p.name.lower() in LABEL_TABLE_NAMES]
+            if len(named) != 1:
+                raise SourceError(
+                    f"{source}: several label tables found {[p.name for p in tables]} and none "
+                    f"is named {LABEL_TABLE_NAMES[0]}; pass the label table itself as SOURCE "
+                    f"(e.g. {tables[0]}) and metadata tables with --metadata")
+            tables = named
+        return FORMATS["csv"], source, tables
     if fmt not in ("auto", "folders"):
         raise SourceError(f"{source}: no {fmt} table found in this folder")
     return FORMATS["folders"], source, []
@@ -800,4 +802,32 @@ def read_source(source: str | os.PathLike[str], label_map: LabelMap,
                      skip=tuple(Path(p).resolve() for p in skip))
     logger.info("%s: layout %s, %d table(s)", path, layout.name, len(tables))
     layout.read(root, tables, label_map, src)
+    if path.is_dir():
+        _find_side_tables(src)
     return src
+
+
+def is_metadata_header(header: list[str] | None) -> bool:
+    """Whether a CSV header is a metadata table: an image id (or path) column and at least
+    one metadata column (:data:`~skinlesion.data.metadata.METADATA_COLUMNS`)."""
+    if not header:
+        return False
+    has_id = bool(_first(header, _ID_COLUMNS) or _first(header, _PATH_COLUMNS))
+    return has_id and any(_first(header, names) for names in METADATA_COLUMNS.values())
+
+
+def _find_side_tables(src: SourceRows) -> None:
+    """Sort the other CSVs at the top of a folder source: metadata-only tables (an id and
+    metadata columns, no label) are joined later; other label tables are named in a warning."""
+    used = {t.resolve() for t in src.tables}
+    for csv_path in sorted({*src.root.glob("*.csv"), *src.root.glob("*.CSV")}):
+        if csv_path.resolve() in used:
+            continue
+        header = read_header(csv_path)
+        if any(layout.matches is not None and layout.matches(header)
+               for layout in FORMATS.values()):
+            used_for = (", ".join(t.name for t in src.tables) if src.tables
+                        else "the class folders")
+            src.warnings.append(f"{csv_path.name}: not read (labels come from {used_for})")
+        elif is_metadata_header(header):
+            src.metadata_tables.append(csv_path)

@@ -47,7 +47,42 @@ _SITE_ALIASES: dict[str, str] = {
     "abdomen": "torso",
     "palms/soles": "palms/soles", "palms soles": "palms/soles", "acral": "palms/soles",
     "oral/genital": "oral/genital", "oral genital": "oral/genital", "genital": "oral/genital",
+    # Further spellings seen in ISIC Archive / derm7pt-style exports; each names one
+    # general site unambiguously (``buttocks``, ``shoulder``, ``hip`` do not and stay invalid).
+    "upper extremities": "upper extremity", "upper arm": "upper extremity",
+    "forearm": "upper extremity", "lower extremities": "lower extremity",
+    "thigh": "lower extremity", "lower leg": "lower extremity",
+    "palm": "palms/soles", "palms": "palms/soles", "sole": "palms/soles",
+    "soles": "palms/soles", "oral": "oral/genital", "genitalia": "oral/genital",
+    "anterior trunk": "torso", "posterior trunk": "torso", "upper back": "torso",
+    "lower back": "torso",
 }
+
+
+HAM_LOCALIZATION: dict[str, str] = {
+    "abdomen": "torso", "back": "torso", "chest": "torso", "trunk": "torso",
+    "face": "head/neck", "scalp": "head/neck", "ear": "head/neck", "neck": "head/neck",
+    "upper extremity": "upper extremity", "hand": "upper extremity",
+    "lower extremity": "lower extremity", "foot": "lower extremity",
+    "acral": "palms/soles", "genital": "oral/genital", "unknown": "",
+}
+"""HAM10000 ``localization`` → :data:`SITE_VALUES` (documented in docs/DATA.md). ``hand`` and
+``foot`` stay extremities (a hand lesion need not be acral); ``trunk`` is plain ``torso``
+(ISIC 2020's vocabulary does not split the torso)."""
+
+ID_FIELDS: tuple[str, ...] = ("patient_id", "lesion_id")
+"""The grouping ids that metadata tables may carry beside :data:`METADATA_FIELDS`."""
+
+METADATA_COLUMNS: dict[str, tuple[str, ...]] = {
+    "age": ("age", "age_approx", "age_approximate"),
+    "sex": ("sex", "gender"),
+    "site": ("site", "anatom_site_general", "anatom_site_general_challenge", "localization",
+             "anatomic_site", "anatom_site"),
+    "patient_id": ("patient_id", "patient"),
+    "lesion_id": ("lesion_id", "lesion"),
+}
+"""Column names (lower case, spaces as ``_``) read for each field, first match wins: the
+generic CSV layout and metadata sidecars use the same names."""
 
 
 class MetadataValueError(ValueError):
@@ -310,3 +345,48 @@ def _prior(values: np.ndarray, vocab: tuple[str, ...]) -> tuple[float, ...]:
     if counts.sum() == 0:
         return tuple(1.0 / len(vocab) for _ in vocab)
     return tuple(float(c) for c in counts / counts.sum())
+_NORMALIZERS = {"age": normalize_age, "sex": normalize_sex, "site": normalize_site}
+
+
+def clean_id(value: object) -> str:
+    """A patient or lesion id as text, ``""`` for empty or a missing-value word."""
+    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else str(value).strip()
+    return "" if _clean(text) in _MISSING else text
+
+
+def normalize_metadata(values: dict[str, object]) -> tuple[dict[str, object], list[dict[str, str]]]:
+    """Normalise the metadata fields present in ``values``; invalid values become missing.
+
+    Args:
+        values: Any of ``age``, ``sex``, ``site``, ``patient_id``, ``lesion_id`` as raw
+            cells (other keys are ignored).
+
+    Returns:
+        ``(normalised, problems)``: the fields of ``values`` in manifest form (age NaN,
+        text ``""`` when unknown) and one ``{"field", "value", "reason"}`` dict per value
+        that was given but could not be used.
+    """
+    out: dict[str, object] = {}
+    problems: list[dict[str, str]] = []
+    for name, norm in _NORMALIZERS.items():
+        if name not in values:
+            continue
+        try:
+            out[name] = norm(values[name])
+        except MetadataValueError as exc:
+            out[name] = math.nan if name == "age" else ""
+            problems.append({"field": name, "value": str(values[name]), "reason": str(exc)})
+    for name in ID_FIELDS:
+        if name in values:
+            out[name] = clean_id(values[name])
+    return out, problems
+
+
+def is_known(value: object) -> bool:
+    """Whether a normalised manifest cell holds a value (not NaN, not empty)."""
+    if value is None:
+        return False
+    if isinstance(value, float):
+        return not math.isnan(value)
+    return str(value) != ""

@@ -2,7 +2,8 @@
 
 The orchestrator reads like its steps::
 
-    read sources → fingerprint files → drop duplicates → resize images → split → write
+    read sources → join metadata → fingerprint files → drop duplicates → resize images
+    → split → write
 
 Everything a user needs to trust the result lands in ``DATA_DIR``:
 
@@ -11,7 +12,8 @@ Everything a user needs to trust the result lands in ``DATA_DIR``:
   (``source_full`` and ``fold`` where they apply);
 * ``images/<image_id>.jpg`` — the resized images;
 * ``prepare_report.json`` — settings, counts, per-split label and source counts,
-  and every rejected row with its reason.
+  every rejected row with its reason, metadata coverage and every metadata value
+  that could not be used.
 
 Bad rows never stop the run and are never kept silently: they are listed in the
 report. With ``strict=True`` any rejection is an error (:class:`PrepareError`)
@@ -40,6 +42,14 @@ from skinlesion.data.formats import CANDIDATE_FIELDS, SourceError, SourceRows, r
 from skinlesion.data.images import MAX_PIXELS, ImageError, read_image_bytes
 from skinlesion.data.labels import LabelMap
 from skinlesion.data.manifest import MANIFEST_COLUMNS, write_manifest
+from skinlesion.data.metadata_tables import (
+    MetadataJoin,
+    coverage_summary,
+    join_metadata,
+    kept_only,
+    metadata_coverage,
+    missingness_by_label,
+)
 from skinlesion.data.resize import (
     DEFAULT_QUALITY,
     DEFAULT_SIZE,
@@ -120,6 +130,7 @@ class PrepareResult:
         manifest_path: Path of ``manifest.csv``.
         report_path: Path of ``prepare_report.json``.
         summary: One-line human summary.
+        metadata_summary: One line on metadata coverage and issues.
     """
 
     manifest: pd.DataFrame
@@ -127,6 +138,7 @@ class PrepareResult:
     manifest_path: Path
     report_path: Path
     summary: str
+    metadata_summary: str = ""
 
 
 def prepare(
@@ -134,6 +146,8 @@ def prepare(
     out_dir: str | os.PathLike[str],
     settings: PrepareSettings | None = None,
     progress: StageProgress | None = None,
+    *,
+    metadata: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
 ) -> PrepareResult:
     """Ingest ``sources`` into ``out_dir``: manifest, resized images and report.
 
@@ -144,12 +158,17 @@ def prepare(
         out_dir: The data folder to write (created if needed).
         settings: Run settings (defaults: auto-detect, 80/10/10, seed 1, 512 px).
         progress: Optional ``progress(stage, done, total)`` callback.
+        metadata: Metadata sidecar CSV(s) joined on image id (``image_id`` plus any of
+            ``age``/``age_approx``, ``sex``, ``anatom_site_general``/``localization``,
+            ``patient_id``, ``lesion_id``); they fill cells the sources left empty (see
+            :mod:`skinlesion.data.metadata_tables` for the precedence).
 
     Returns:
         A :class:`PrepareResult`.
 
     Raises:
-        SourceError: if a source cannot be read at all (unknown layout, missing columns).
+        SourceError: if a source or a metadata sidecar cannot be read at all (unknown
+            layout, missing columns).
         PrepareError: with ``strict``, if any row was rejected.
     """
     settings = settings or PrepareSettings()
@@ -161,9 +180,11 @@ def prepare(
     # === Read every source ===
     _check_out_dir(sources, out)
     read = [read_source(s, label_map, settings.fmt, skip=[out]) for s in sources]
+    sidecars = _metadata_paths(metadata)
+    joined = join_metadata(read, sidecars)
     candidates = _candidates(read)
     rejected = [r for src in read for r in src.rejected]
-    notes = [w for src in read for w in src.warnings]
+    notes = [w for src in read for w in src.warnings] + joined.warnings
 
     # === Fingerprint files, drop unreadable files and duplicates ===
     candidates, dropped = _fingerprint(candidates, settings, progress)
@@ -192,14 +213,30 @@ def prepare(
     manifest_path = write_manifest(manifest, out)
     report = _report(read, manifest, rejected, notes, settings, started, reused=reused,
                      kept_by_source=Counter(candidates["source_path"]))
+    report["settings"]["metadata"] = [os.fspath(p) for p in sidecars]
+    report.update(_metadata_report(manifest, joined))
+    report["counts"]["metadata_issues"] = len(report["metadata_issues"])
     report["manifest_sha256"] = sha256_file(manifest_path)
     report_path = atomic_write_json(out / REPORT_NAME, report)
     summary = _summary(report, manifest_path)
+    metadata_summary = coverage_summary(report["metadata_coverage"],
+                                        len(report["metadata_issues"]))
     logger.info(summary)
-    return PrepareResult(manifest, report, manifest_path, report_path, summary)
+    logger.info(metadata_summary)
+    return PrepareResult(manifest, report, manifest_path, report_path, summary,
+                         metadata_summary)
 
 
 # === Steps ===
+
+
+def _metadata_paths(metadata: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+                    ) -> list[Path]:
+    if metadata is None:
+        return []
+    if isinstance(metadata, (str, os.PathLike)):
+        return [Path(metadata)]
+    return [Path(p) for p in metadata]
 
 
 def _candidates(read: list[SourceRows]) -> pd.DataFrame:
@@ -460,6 +497,19 @@ def _report(read: list[SourceRows], manifest: pd.DataFrame, rejected: list[dict[
                 str(k): int(v) for k, v in sorted(g["label"].value_counts().items())}}
                 for f, g in folds.groupby("fold")}
     return report
+
+
+def _metadata_report(manifest: pd.DataFrame, joined: MetadataJoin) -> dict[str, Any]:
+    """Coverage, missingness vs label, tables joined, and per-row issues and conflicts
+    (for images that made it into the manifest)."""
+    ids = manifest["image_id"].astype(str).tolist()
+    return {
+        "metadata_coverage": metadata_coverage(manifest),
+        "metadata_missingness": missingness_by_label(manifest),
+        "metadata_tables": joined.tables,
+        "metadata_issues": kept_only(joined.issues, ids),
+        "metadata_conflicts": kept_only(joined.conflicts, ids),
+    }
 
 
 def _summary(report: dict[str, Any], manifest_path: Path) -> str:
