@@ -5,10 +5,9 @@ row it names as its base: diagnosis-aware training, clinical metadata (age, sex,
 missing values as flags or imputed; metadata dropout), colour constancy, backbone and
 resolution, and ensembles — each scored on the test split with and without 8-view TTA.
 
-isic-dev is prepared once *with its metadata* (``labels.csv`` joined with
-``metadata.csv`` on ``image_id``, read by prepare's CSV layout: ``age_approx``, ``sex``,
-``anatom_site_general``, ``lesion_id``), so lesions with several images never straddle
-a split. Two tiers:
+isic-dev is prepared once *with its metadata* (``prepare`` on the folder joins
+``metadata.csv``: age, sex, site, lesion id), so lesions with several images never
+straddle a split. Two tiers:
 
 * ``frozen.*`` — backbone frozen, its features cached once per image and dihedral view,
   head trained on them (``frozen`` recipe). Rows of one backbone/resolution/colour setting
@@ -110,33 +109,19 @@ ORDER: tuple[str, ...] = (*ROWS, *ENSEMBLES)
 # === Data ===========================================================================
 
 def prepared_with_metadata(seed: int = SEED) -> dict[str, Any]:
-    """isic-dev with its metadata, prepared once into the bench cache.
-
-    ``labels.csv`` and ``metadata.csv`` are joined on ``image_id`` into one table beside
-    links to the image folders, and that table goes through ``prepare`` like any CSV.
-    """
+    """isic-dev prepared once into the bench cache, as a user would: ``prepare`` on the
+    folder, which takes ``labels.csv`` and joins ``metadata.csv`` on ``image_id``."""
     from skinlesion.data.manifest import read_manifest
     from skinlesion.data.prepare import REPORT_NAME, PrepareSettings, prepare
 
     src = isic_dev_dir()
-    root = cache_dir() / "isic-dev-metadata-src"
     out = cache_dir() / f"isic-dev-metadata-seed{seed}"
     if not (out / REPORT_NAME).is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        for name in ("images", "fullsize"):
-            link = root / name
-            if not link.exists() and (src / name).is_dir():
-                link.symlink_to((src / name).resolve(), target_is_directory=True)
-        labels = pd.read_csv(src / "labels.csv", dtype=str, keep_default_na=False)
-        meta = pd.read_csv(src / "metadata.csv", dtype=str, keep_default_na=False)
-        keep = ["image_id", "age_approx", "sex", "anatom_site_general", "lesion_id"]
-        table = labels.merge(meta[keep], on="image_id", how="left", validate="one_to_one")
-        table.to_csv(root / "labels_metadata.csv", index=False)
         t = time.perf_counter()
-        prepare([root / "labels_metadata.csv"], out, PrepareSettings(seed=seed))
+        prepare([src], out, PrepareSettings(seed=seed))
         log.info("prepared isic-dev with metadata in %.0f s", time.perf_counter() - t)
     manifest = read_manifest(out)
-    return {"data_dir": str(out), "source": "labels.csv ⋈ metadata.csv (isic-dev)",
+    return {"data_dir": str(out), "source": "isic-dev folder (labels.csv + metadata.csv)",
             "splits": {str(k): int(v) for k, v in manifest["split"].value_counts().items()},
             "lesions_across_splits": _lesions_across_splits(manifest)}
 

@@ -172,11 +172,11 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     rates = rates_at(y, p, spec.threshold)
-    spec.val_metrics = {"n": int(len(y)), "positives": int(y.sum()),
+    spec.val_metrics = {"n": len(y), "positives": int(y.sum()),
                         "roc_auc": float(roc_auc_score(y, p)),
                         "average_precision": float(average_precision_score(y, p)),
                         "sensitivity": rates["sensitivity"], "specificity": rates["specificity"],
-                        "unreadable": int(len(errors))}
+                        "unreadable": len(errors)}
     spec.data_fingerprint = manifest_fingerprint(data_dir)
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / MODEL_FILE) as tmp:

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.data.metadata import MetadataEncoder, parse_fields
+from skinlesion.data.targets import DiagnosisClasses
 from skinlesion.models.registry import BackboneSpec, get_backbone
 from skinlesion.runspec import CHECKPOINTS_DIR, LOGS_DIR
 from skinlesion.training.config import TrainConfig
-from skinlesion.data.targets import DiagnosisClasses
 from skinlesion.training.objectives import (
     class_weights,
     make_loss,
