@@ -227,8 +227,22 @@ def _score(run_dir: str, data_dir: str, bootstrap: int) -> dict[str, Any]:
         out[key]["metadata"] = ev.metrics.get("metadata")
         diag = ev.metrics.get("diagnosis") or {}
         out[key]["balanced_accuracy"] = diag.get("balanced_accuracy")
+        out[key]["roc_auc_complete_metadata"] = _auc_complete(ev.predictions)
         out[f"eval_tta{tta}_s"] = time.perf_counter() - t
     return out
+
+
+def _auc_complete(predictions: pd.DataFrame) -> dict[str, Any]:
+    """Test AUC on the images whose age, sex and site are all known (any model)."""
+    from sklearn.metrics import roc_auc_score
+
+    from skinlesion.data.metadata import METADATA_FIELDS, MetadataEncoder
+
+    complete = ~MetadataEncoder(fields=METADATA_FIELDS).missing_mask(predictions)
+    sub = predictions[complete]
+    y = sub["label"].to_numpy(int)
+    auc = float(roc_auc_score(y, sub["probability"])) if 0 < y.sum() < len(y) else None
+    return {"n": len(sub), "n_positive": int(y.sum()), "roc_auc": auc}
 
 
 def train_and_evaluate(data_dir: str, run_dir: str, overrides: dict[str, Any],
@@ -271,6 +285,103 @@ def ensemble_and_evaluate(members: list[str], data_dir: str, run_dir: str,
                                      "val_metrics": spec.val_metrics}}
     out.update(_score(run_dir, data_dir, bootstrap))
     return out
+
+
+# === Rendering (docs/BENCHMARKS.md) ====================================================
+
+def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The ablation table, the metadata shortcut table and per-source AUCs."""
+    from bench.report import bullets, ci, fmt, mb, pct, secs, short_source, table
+
+    result = rec.get("result") or {}
+    parts: dict[str, Any] = result.get("parts") or {}
+    order = [r for r in result.get("row_order") or [] if r in parts]
+    order += [r for r in parts if r not in order]
+
+    def num(x: Any) -> str:
+        return "—" if not isinstance(x, int | float) else f"{x:.3f}"
+
+    body: list[str] = []
+    commits = sorted({((p.get("run") or {}).get("commit") or "")[:12] for p in parts.values()}
+                     - {""})
+    created = sorted({(p.get("run") or {}).get("created", "")[:16] for p in parts.values()})
+    if any(p.get("quick") for p in parts.values()):
+        body.append("**Quick mode rows are present: they check the machinery only.**")
+    body.append(f"Rows measured at commit(s) {', '.join(f'`{c}`' for c in commits) or '—'} "
+                f"in {len(created)} bench part(s) ({', '.join(created)} UTC).")
+    cells, heads, per_source = [], [], []
+    for r in order:
+        p = parts[r]
+        train = p.get("train") or {}
+        test, tta = p.get("test") or {}, p.get("test_tta") or {}
+        if p.get("error") and not test:
+            cells.append([p.get("label", r), "failed", *(["—"] * 9)])
+            continue
+        val = (train.get("val_metrics") or {}).get("roc_auc")
+        comp = (test.get("roc_auc_complete_metadata") or {}).get("roc_auc")
+        cells.append([
+            f"{p.get('label', r)} (`{r}`)",
+            f"{fmt(p.get('backbone'))} {fmt(p.get('input_size'))}",
+            num(val),
+            f"{num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
+            num(tta.get("roc_auc")),
+            num(comp),
+            num(test.get("pauc_tpr80")),
+            f"{pct(test.get('specificity_at_sensitivity_90'))} / "
+            f"{pct(test.get('specificity_at_sensitivity_95'))}",
+            f"{pct(test.get('sensitivity'))} / {pct(test.get('specificity'))}",
+            pct(test.get("balanced_accuracy")),
+            secs(train.get("wall_s")), mb(train.get("peak_rss_mb")),
+        ])
+        per_source.append((r, {s.get("source"): s for s in test.get("per_source") or []}))
+        if test.get("roc_auc") is not None:
+            heads.append({"metric": f"Ablation test AUC — {p.get('label', r)}",
+                          "value": f"{num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
+                          "note": f"spec at 90 % sens {pct(test.get('specificity_at_sensitivity_90'))}"})
+    body.append(table(
+        ["Row", "Backbone px", "Val AUC", "Test AUC [95 % CI]", "+ TTA 8", "Test AUC, complete "
+         "metadata", "pAUC TPR ≥ 80 %", "Spec. at 90 / 95 % sens. (test)",
+         "Sens. / spec. at val threshold", "Balanced multi-class acc.", "Training wall time",
+         "Peak memory"], cells))
+    meta_rows = []
+    for r in order:
+        md = ((parts[r].get("test") or {}).get("metadata") or {})
+        for g in md.get("rows") or []:
+            if g.get("group") == "all":
+                meta_rows.append([f"`{r}`", fmt(g.get("n_complete")), num(g.get("fused")),
+                                  num(g.get("fused_complete")), num(g.get("withheld")),
+                                  num(g.get("withheld_complete")), num(g.get("metadata_only"))])
+    if meta_rows:
+        body.append("**Metadata: signal or shortcut** (test split; complete = age, sex and site "
+                    "all known; withheld = the same model given no metadata; metadata only = "
+                    "logistic regression on the encoded metadata, fitted on the training "
+                    "split):\n\n" + table(["Row", "Complete images", "Fused, all",
+                                            "Fused, complete", "Withheld, all",
+                                            "Withheld, complete", "Metadata only"], meta_rows))
+    sources: list[str] = []
+    counts: dict[str, str] = {}
+    for _, groups in per_source:
+        for src, g in groups.items():
+            if src not in sources:
+                sources.append(src)
+                counts[src] = f"{fmt(g.get('n'))} ({fmt(g.get('n_positive'))})"
+    if sources:
+        rows = [[short_source(str(src)), counts[src],
+                 *[num((groups.get(src) or {}).get("roc_auc"))
+                   + (" †" if (groups.get(src) or {}).get("too_small") else "")
+                   for _, groups in per_source]] for src in sources]
+        body.append("**Per-source test ROC AUC** († = fewer than 10 of a class):\n\n"
+                    + table(["Source", "n (malignant)", *[f"`{r}`" for r, _ in per_source]],
+                            rows))
+    data = result.get("data") or {}
+    body.append(f"Data: {fmt(data.get('source'))}; splits {fmt(data.get('splits'))}; lesions "
+                f"across splits: {fmt(data.get('lesions_across_splits'))}.")
+    if result.get("notes"):
+        body.append(bullets(fmt(n) for n in result["notes"]))
+    failed = [f"{r}: {parts[r].get('error')}" for r in order if parts[r].get("error")]
+    if failed:
+        body.append("**Failed rows:**\n\n```text\n" + "\n\n".join(failed)[:4000] + "\n```")
+    return "\n\n".join(body), heads
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from skinlesion import INTENDED_USE
 from skinlesion.utils.atomic import atomic_write_text
 
 DOCS_PATH = REPO / "docs" / "BENCHMARKS.md"
-ORDER: tuple[str, ...] = ("quality", "training_speed", "scaling", "prepare_speed",
+ORDER: tuple[str, ...] = ("quality", "quality_ablation", "training_speed", "scaling", "prepare_speed",
                           "backbone_speed", "inference_speed", "tfrecord_speed", "machine")
 """Section order; benches not listed follow alphabetically."""
 JSON_BLOCK_LIMIT = 6000
@@ -728,8 +728,16 @@ def _load(r: dict[str, Any]) -> str:
     return f"{load[0]:.1f}" if isinstance(load, list) and load else "—"
 
 
+def render_quality_ablation(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
+    """Rendered beside its bench (bench/quality_ablation.py)."""
+    from bench.quality_ablation import render_report
+
+    return render_report(name, rec)
+
+
 RENDERERS: dict[str, Callable[[str, dict[str, Any]], tuple[str, list[Row]]]] = {
     "quality": render_quality,
+    "quality_ablation": render_quality_ablation,
     "training_speed": render_training_speed,
     "scaling": render_scaling,
 }
