@@ -85,6 +85,16 @@ ENSEMBLES: dict[str, list[str]] = {
     "ensemble.finetune": ["finetune.binary", "finetune.diagnosis", "finetune.diagnosis_cc",
                           "finetune.diagnosis_lite1"],
 }
+CV_FOLDS = 5
+CV_ROWS: dict[str, str] = {
+    "cv.frozen.binary": "frozen.binary",
+    "cv.frozen.diagnosis_meta": "frozen.diagnosis_meta_dropout",
+    "cv.finetune.binary": "finetune.binary",
+    "cv.finetune.diagnosis_meta": "finetune.diagnosis_meta",
+}
+"""Cross-validated rows: the configuration of an ablation row, trained once per fold of
+the training + validation images (``prepare --folds 5``) and scored on the held-out fold.
+Frozen folds share one feature pass (features are keyed by the pool of images)."""
 LABELS: dict[str, str] = {
     "frozen.binary": "frozen · binary (one bit per image)",
     "frozen.diagnosis": "frozen · diagnosis softmax",
@@ -102,8 +112,9 @@ LABELS: dict[str, str] = {
     "finetune.diagnosis_cc": "fine-tuned · diagnosis + colour constancy",
     "finetune.diagnosis_lite1": "fine-tuned · diagnosis, Lite1 240 px",
     "ensemble.finetune": "ensemble of the fine-tuned rows (probability mean)",
+    **{k: f"{CV_FOLDS}-fold CV of `{v}`" for k, v in CV_ROWS.items()},
 }
-ORDER: tuple[str, ...] = (*ROWS, *ENSEMBLES)
+ORDER: tuple[str, ...] = (*ROWS, *ENSEMBLES, *CV_ROWS)
 
 
 # === Data ===========================================================================
@@ -124,6 +135,20 @@ def prepared_with_metadata(seed: int = SEED) -> dict[str, Any]:
     return {"data_dir": str(out), "source": "isic-dev folder (labels.csv + metadata.csv)",
             "splits": {str(k): int(v) for k, v in manifest["split"].value_counts().items()},
             "lesions_across_splits": _lesions_across_splits(manifest)}
+
+
+def prepared_with_folds(seed: int = SEED, folds: int = CV_FOLDS) -> dict[str, Any]:
+    """isic-dev with its metadata and ``folds`` grouped, stratified CV folds over the
+    training + validation images (the test split is set aside as usual)."""
+    from skinlesion.data.manifest import read_manifest
+    from skinlesion.data.prepare import REPORT_NAME, PrepareSettings, prepare
+
+    out = cache_dir() / f"isic-dev-metadata-folds{folds}-seed{seed}"
+    if not (out / REPORT_NAME).is_file():
+        prepare([isic_dev_dir()], out, PrepareSettings(seed=seed, folds=folds))
+    manifest = read_manifest(out)
+    return {"data_dir": str(out), "folds": folds,
+            "fold_sizes": {str(k): int(v) for k, v in manifest["fold"].value_counts().items()}}
 
 
 def _lesions_across_splits(manifest: pd.DataFrame) -> int:
@@ -152,7 +177,17 @@ def run(quick: bool = True, parts: list[str] | None = None) -> dict[str, Any]:
         load = load_average()
         record: dict[str, Any] = {"row": name, "label": LABELS[name], "quick": quick,
                                   "created": now_iso(), "load_average": {"before": load}}
-        if name in ENSEMBLES:
+        if name in CV_ROWS:
+            folds = prepared_with_folds(SEED)
+            overrides = {**ROWS[CV_ROWS[name]], "seed": SEED}
+            if quick:
+                overrides.update({"limit": QUICK_SUBSET, "input_size": QUICK_SIZE,
+                                  "head_epochs": 10, "finetune_epochs": 1, "feature_views": 1})
+            record["overrides"] = overrides
+            kwargs = {"data_dir": folds["data_dir"], "run_root": str(root / f"run-{name}"),
+                      "overrides": overrides, "folds": folds["folds"]}
+            target = "bench.quality_ablation:cross_validate"
+        elif name in ENSEMBLES:
             kwargs = {"members": [str(root / f"run-{m}") for m in ENSEMBLES[name]],
                       "data_dir": data["data_dir"], "run_dir": str(root / f"run-{name}"),
                       "bootstrap": QUICK_BOOTSTRAP if quick else BOOTSTRAP}
@@ -268,6 +303,36 @@ def train_and_evaluate(data_dir: str, run_dir: str, overrides: dict[str, Any],
     return out
 
 
+def cross_validate(data_dir: str, run_root: str, overrides: dict[str, Any],
+                   folds: int) -> dict[str, Any]:
+    """Train ``overrides`` once per fold and score each on its held-out fold (val AUC)."""
+    import numpy as np
+
+    from skinlesion.training.config import load_config
+    from skinlesion.training.trainer import train
+
+    per_fold = []
+    t0 = time.perf_counter()
+    for k in range(folds):
+        run_dir = str(Path(run_root) / f"fold{k}")
+        cfg = load_config(overrides={**overrides, "fold": k, "data_dir": data_dir,
+                                     "out": run_dir})
+        t = time.perf_counter()
+        result = train(cfg, overwrite=True, progress=log.info)
+        wall = time.perf_counter() - t
+        # The held-out fold is this run's validation split (the threshold was fitted on it:
+        # only the threshold-free AUC is reported).
+        auc = result.val_metrics.get("roc_auc")
+        per_fold.append({"fold": k, "n": result.val_metrics.get("n"),
+                         "n_positive": result.val_metrics.get("positives"), "roc_auc": auc,
+                         "wall_s": wall,
+                         "feature_pass_s": result.timings.get("feature_pass_s")})
+    aucs = np.array([f["roc_auc"] for f in per_fold], dtype=float)
+    return {"cv": {"folds": folds, "per_fold": per_fold, "mean_auc": float(aucs.mean()),
+                   "sd_auc": float(aucs.std(ddof=1)) if len(aucs) > 1 else None},
+            "train": {"wall_s": time.perf_counter() - t0, "peak_rss_mb": self_peak_rss_mb()}}
+
+
 def ensemble_and_evaluate(members: list[str], data_dir: str, run_dir: str,
                           bootstrap: int) -> dict[str, Any]:
     """Build the ensemble of finished ``members`` and score it like any run."""
@@ -310,9 +375,19 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
     body.append(f"Rows measured at commit(s) {', '.join(f'`{c}`' for c in commits) or '—'} "
                 f"in {len(created)} bench part(s) ({', '.join(created)} UTC).")
     cells, heads, per_source = [], [], []
+    cv_rows = []
     for r in order:
         p = parts[r]
         train = p.get("train") or {}
+        if p.get("cv") or r in CV_ROWS:
+            cv = p.get("cv") or {}
+            folds = cv.get("per_fold") or []
+            cv_rows.append([p.get("label", r), fmt(cv.get("folds")),
+                            f"{num(cv.get('mean_auc'))} ± {num(cv.get('sd_auc'))}"
+                            if cv else f"failed: {str(p.get('error'))[:80]}",
+                            ", ".join(num(f.get("roc_auc")) for f in folds) or "—",
+                            secs(train.get("wall_s")), mb(train.get("peak_rss_mb"))])
+            continue
         test, tta = p.get("test") or {}, p.get("test_tta") or {}
         if p.get("error") and not test:
             cells.append([p.get("label", r), "failed", *(["—"] * 9)])
@@ -343,6 +418,12 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
          "metadata", "pAUC TPR ≥ 80 %", "Spec. at 90 / 95 % sens. (test)",
          "Sens. / spec. at val threshold", "Balanced multi-class acc.", "Training wall time",
          "Peak memory"], cells))
+    if cv_rows:
+        body.append("**Cross-validation** (grouped, stratified folds over the training and "
+                    "validation images; each fold's AUC on its held-out images; mean ± sd):"
+                    "\n\n" + table(["Configuration", "Folds", "AUC mean ± sd",
+                                     "Per-fold AUC", "Wall time (all folds)", "Peak memory"],
+                                    cv_rows))
     meta_rows = []
     for r in order:
         md = ((parts[r].get("test") or {}).get("metadata") or {})

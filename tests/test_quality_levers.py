@@ -360,3 +360,31 @@ def test_diagnosis_rejects_focal_loss(meta_data: Path, tmp_path: Path) -> None:
         make_loss(tiny(meta_data, tmp_path / "x", target="diagnosis", loss="focal"))
     with pytest.raises(ValueError, match="balanced_sampling"):
         tiny(meta_data, tmp_path / "y", target="diagnosis", imbalance="balanced_sampling")
+
+
+def test_cross_validation_folds_share_one_feature_pass(meta_data: Path, tmp_path: Path) -> None:
+    from skinlesion.data.manifest import read_manifest
+    from skinlesion.training.trainer import train
+
+    data = tmp_path / "folds"
+    data.mkdir()
+    (data / "images").symlink_to(meta_data / "images", target_is_directory=True)
+    df = read_manifest(meta_data)
+    pool = df["split"] != "test"
+    df["fold"] = -1
+    df.loc[pool, "fold"] = np.arange(int(pool.sum())) % 3
+    write_manifest(df, data)
+    cache = data / "cache" / "features"
+    runs = []
+    for k in (0, 1):
+        result = train(tiny(data, tmp_path / f"fold{k}", mode="frozen", fold=k, head_epochs=2))
+        runs.append(result)
+        n_val = int((df["fold"] == k).sum())
+        assert result.spec.val_metrics["n"] == n_val
+    # One feature file per view for the pool, written by the first fold, reused by the second.
+    assert len(list(cache.glob("*.npy"))) == 2
+    assert runs[1].timings["feature_pass_s"] < runs[0].timings["feature_pass_s"]
+    with pytest.raises(ValueError, match="no fold 7"):
+        train(tiny(data, tmp_path / "fold7", mode="frozen", fold=7))
+    with pytest.raises(ValueError, match="prepare it with --folds"):
+        train(tiny(meta_data, tmp_path / "nofold", mode="frozen", fold=0))

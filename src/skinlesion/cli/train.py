@@ -57,6 +57,8 @@ def train_command(
         None, "--tfrecords/--no-tfrecords",
         help="Read the training split from DATA_DIR/tfrecords (prepare --tfrecords N)."),
     limit: int | None = typer.Option(None, "--limit", help="At most N images per split."),
+    fold: int | None = typer.Option(
+        None, "--fold", help="Cross-validation: validate on this manifest fold (prepare --folds K)."),
     target: str | None = typer.Option(
         None, "--target",
         help="binary | diagnosis (softmax over the manifest's diagnoses; P(malignant) = sum "
@@ -94,7 +96,7 @@ def train_command(
             "loss": loss, "label_smoothing": label_smoothing, "monitor": monitor,
             "patience": patience, "target_sensitivity": target_sensitivity, "threshold": threshold,
             "seed": seed, "strategy": strategy, "precision": precision, "jit": jit, "limit": limit,
-            "tfrecords": tfrecords, "target": target, "metadata": metadata,
+            "tfrecords": tfrecords, "fold": fold, "target": target, "metadata": metadata,
             "metadata_missing": metadata_missing, "metadata_dropout": metadata_dropout,
             "color_constancy": color_constancy,
         }.items() if v is not None})

@@ -104,6 +104,9 @@ class TrainConfig:
             data need not fit in memory).
         shuffle_buffer: Shuffle buffer (0 = the whole training split).
         limit: Use at most this many images per split (0 = all; for tests and benchmarks).
+        fold: Cross-validation: validate on manifest fold ``fold`` and train on the other
+            folds of the training and validation images (needs ``prepare --folds K``;
+            -1 = the manifest's own train/val split). The test split is never used.
         target: ``binary`` (malignant or not, sigmoid) or ``diagnosis`` (softmax over the
             manifest's diagnosis classes; P(malignant) = sum of the malignant classes).
         min_class_images: With ``diagnosis``, classes with fewer training images are merged
@@ -156,6 +159,7 @@ class TrainConfig:
     tfrecords: bool = False
     shuffle_buffer: int = 0
     limit: int = 0
+    fold: int = -1
     target: str = "binary"
     min_class_images: int = 20
     metadata: str = ""

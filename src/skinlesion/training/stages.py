@@ -210,8 +210,6 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     from skinlesion.data.pipeline import feature_batches
     from skinlesion.models.classifier import build_head, copy_head_weights, feature_extractor
     from skinlesion.training.distribute import is_chief
-    from skinlesion.training.features import cache_key, extract_features
-
     cfg, done = ctx.cfg, ctx.checkpoints / "head.weights.h5"
     hist_path = ctx.checkpoints / "history_head.csv"
     if done.is_file() and hist_path.is_file():
@@ -232,13 +230,7 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     views = cfg.feature_views
     ctx.say(f"feature pass: {len(ctx.splits.train)} train images × {views} views, "
             f"{len(ctx.splits.val)} val images (cached in {cache_dir})")
-    x_train = extract_features(
-        extractor, ctx.base_train, len(ctx.splits.train), views=views, cache_dir=cache_dir,
-        key=cache_key({**key_parts, "paths": ctx.splits.train_paths}),
-        batch_size=ctx.global_batch, progress=lambda d, n: ctx.say(f"  view {d}/{n} done"))
-    x_val = extract_features(
-        extractor, ctx.base_val, len(ctx.splits.val), views=1, cache_dir=cache_dir,
-        key=cache_key({**key_parts, "paths": ctx.splits.val_paths}), batch_size=ctx.global_batch)[0]
+    x_train, x_val = _pooled_features(ctx, extractor, cache_dir, key_parts, views)
     ctx.timings["feature_pass_s"] = time.perf_counter() - t
 
     y_train = np.tile(ctx.targets["train"], views)
@@ -288,6 +280,40 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     Path(str(hist_path) + ".part").unlink(missing_ok=True)
     frame.attrs["stage"] = "head"
     return frame
+
+
+def _pooled_features(ctx: StageContext, extractor: Any, cache_dir: Path,
+                     key_parts: dict[str, Any], views: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the training (all views) and validation (identity view) images.
+
+    Computed once for the *pool* of training and validation images, stored in the order
+    of their sorted paths and keyed by that set: every split of the same pool — the
+    stored split, or each cross-validation fold (``--fold``) — reuses one feature pass.
+    """
+    import tensorflow as tf
+
+    from skinlesion.training.features import cache_key, extract_features
+
+    train_paths, val_paths = ctx.splits.train_paths, ctx.splits.val_paths
+    pool = sorted(set(train_paths) | set(val_paths))
+    rank = {p: i for i, p in enumerate(pool)}
+    r_train = np.asarray([rank[p] for p in train_paths], dtype=np.int64)
+    r_val = np.asarray([rank[p] for p in val_paths], dtype=np.int64)
+    t_train, t_val = tf.constant(r_train), tf.constant(r_val)
+    combined = ctx.base_train.map(lambda x, y, i: (x, y, tf.gather(t_train, i))).concatenate(
+        ctx.base_val.map(lambda x, y, i: (x, y, tf.gather(t_val, i))))
+    if len(pool) != len(train_paths) + len(val_paths):  # an image in both: feed it once
+        seen = np.zeros(len(pool), dtype=bool)
+        seen[r_train] = True
+        keep = tf.constant(~seen)
+        combined = ctx.base_train.map(lambda x, y, i: (x, y, tf.gather(t_train, i))).concatenate(
+            ctx.base_val.map(lambda x, y, i: (x, y, tf.gather(t_val, i)))
+            .filter(lambda x, y, i: tf.gather(keep, i)))
+    feats = extract_features(
+        extractor, combined, len(pool), views=views, cache_dir=cache_dir,
+        key=cache_key({**key_parts, "pool": pool}), batch_size=ctx.global_batch,
+        progress=lambda d, n: ctx.say(f"  feature view {d}/{n} done ({len(pool)} images)"))
+    return feats[:, r_train], feats[0, r_val]
 
 
 def _feature_cache_dir(cfg: TrainConfig) -> Path:

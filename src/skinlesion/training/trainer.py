@@ -204,6 +204,15 @@ def open_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
 def load_splits(cfg: TrainConfig) -> Splits:
     """Train and val rows of the manifest (``cfg.limit`` caps each split, stratified)."""
     df = read_manifest(cfg.data_dir)
+    if cfg.fold >= 0:  # cross-validation: one fold validates, the others train
+        if "fold" not in df.columns:
+            raise ValueError(f"{cfg.data_dir}: --fold needs a manifest with folds; prepare it "
+                             "with --folds K")
+        folds = sorted(set(df["fold"]) - {-1})
+        if cfg.fold not in folds:
+            raise ValueError(f"{cfg.data_dir}: no fold {cfg.fold}; folds are {folds}")
+        pool = df[(df["fold"] >= 0) & (df["split"] != "test")]
+        df = pool.assign(split=np.where(pool["fold"] == cfg.fold, "val", "train"))
     train_df = _limit(df[df["split"] == "train"], cfg.limit, cfg.seed)
     val_df = _limit(df[df["split"] == "val"], cfg.limit, cfg.seed)
     for name, part in (("train", train_df), ("val", val_df)):
