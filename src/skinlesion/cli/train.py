@@ -63,6 +63,9 @@ def train_command(
         None, "--target",
         help="binary | diagnosis (softmax over the manifest's diagnoses; P(malignant) = sum "
              "of the malignant classes)."),
+    min_class_images: int | None = typer.Option(
+        None, "--min-class-images",
+        help="With --target diagnosis: rarer classes merge into other_benign/other_malignant."),
     metadata: str | None = typer.Option(
         None, "--metadata",
         help="Fuse clinical metadata with the image: a subset of age,sex,site ('' = none)."),
@@ -96,7 +99,7 @@ def train_command(
             "loss": loss, "label_smoothing": label_smoothing, "monitor": monitor,
             "patience": patience, "target_sensitivity": target_sensitivity, "threshold": threshold,
             "seed": seed, "strategy": strategy, "precision": precision, "jit": jit, "limit": limit,
-            "tfrecords": tfrecords, "fold": fold, "target": target, "metadata": metadata,
+            "tfrecords": tfrecords, "fold": fold, "target": target, "min_class_images": min_class_images, "metadata": metadata,
             "metadata_missing": metadata_missing, "metadata_dropout": metadata_dropout,
             "color_constancy": color_constancy,
         }.items() if v is not None})
