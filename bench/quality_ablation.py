@@ -82,8 +82,9 @@ ROWS: dict[str, dict[str, Any]] = {
     "finetune.diagnosis_lite1": {**_DIAG, "backbone": "efficientnet_lite1"},
 }
 ENSEMBLES: dict[str, list[str]] = {
-    "ensemble.finetune": ["finetune.binary", "finetune.diagnosis", "finetune.diagnosis_cc",
-                          "finetune.diagnosis_lite1"],
+    # Every fine-tuned row that has finished (at least two); the record lists the members.
+    "ensemble.finetune": ["finetune.binary", "finetune.diagnosis", "finetune.diagnosis_meta",
+                          "finetune.diagnosis_cc", "finetune.diagnosis_lite1"],
 }
 CV_FOLDS = 5
 CV_ROWS: dict[str, str] = {
