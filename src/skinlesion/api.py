@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
     from skinlesion.data.prepare import PrepareResult
-    from skinlesion.display import HistoryDisplay
+    from skinlesion.display import HistoryDisplay, PhotoFigure
     from skinlesion.evaluation.compare import CompareResult
     from skinlesion.evaluation.metrics import EvalResult
     from skinlesion.inference.export import ExportResult
@@ -146,17 +146,26 @@ class PreparedData:
         return pd.DataFrame(rows).set_index("split")
 
     def show_batch(self, n: int = 25, *, split: str | None = "train", seed: int = 0,
-                   cols: int = 5) -> Figure:
+                   cols: int = 5) -> PhotoFigure:
         """A grid of ``n`` random prepared images titled with label and diagnosis (tutorial 1's check).
 
+        Args:
+            n: Images to show. Defaults to 25 (the 5×5 grid).
+            split: Split to sample from (``None``: all). Defaults to ``train``.
+            seed: Sampling seed.
+            cols: Images per row.
+
         Returns:
-            The figure (Jupyter shows a returned figure inline).
+            A :class:`~skinlesion.display.PhotoFigure`: shown inline as JPEG, the matplotlib
+            figure in ``.figure``.
         """
         from skinlesion.data.preview import plot_batch, sample_batch
+        from skinlesion.display import PhotoFigure
 
         batch = sample_batch(self.manifest, n=n, split=split, seed=seed)
-        return plot_batch(batch, self.path, cols=cols,
-                          title=f"{len(batch)} random {split or 'all'} images, seed {seed}")
+        return PhotoFigure(plot_batch(batch, self.path, cols=cols, thumb=160,
+                                      title=f"{len(batch)} random {split or 'all'} images, "
+                                            f"seed {seed}"))
 
     def _repr_html_(self) -> str:
         from skinlesion.display import counts_table, escape
@@ -332,9 +341,7 @@ class Run:
         c = self.config
         rows: list[tuple[str, Any]] = [
             ("backbone", f"{s.backbone} at {s.input_size} px"),
-            ("training", ", ".join(f"{k} {c[k]}" for k in
-                                   ("mode", "head_epochs", "finetune_epochs", "imbalance", "loss")
-                                   if k in c) or "—"),
+            ("training", ", ".join(f"{k} {c[k]}" for k in _config_keys(c) if k in c) or "—"),
             ("threshold", f"{s.threshold:.3f} — {s.threshold_rule}"),
             ("validation", f"ROC AUC {_f(v.get('roc_auc'))}, sensitivity "
                            f"{_f(v.get('sensitivity'))}, specificity {_f(v.get('specificity'))} "
@@ -354,6 +361,14 @@ class Run:
         return (f"Run({self.path.as_posix()!r}, backbone={self.spec.backbone!r}, "
                 f"val_auc={_f(self.spec.val_metrics.get('roc_auc'))}, "
                 f"threshold={self.spec.threshold:.3f})")
+
+
+def _config_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The config fields worth a glance, for the run's mode."""
+    if config.get("mode") == "frozen":
+        return ("mode", "cache_features", "feature_views", "head_epochs", "imbalance", "loss")
+    return ("mode", "head_epochs", "finetune_epochs", "unfreeze_groups", "optimizer",
+            "imbalance", "loss")
 
 
 def _f(value: Any, digits: int = 3) -> str:

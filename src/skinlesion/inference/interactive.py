@@ -92,7 +92,7 @@ class Prediction:
                 f'<b>{self.probability:.3f}</b> → <b style="color:{colour}">'
                 f"{escape(self.decision)}</b> (threshold {self.threshold:.3f}"
                 f"{f', TTA {self.tta}' if self.tta > 1 else ''})<br/>"
-                f"{img_tag(fig, alt=f'{self.name}: photo, Grad-CAM, probability')}"
+                f"{img_tag(fig, alt=f'{self.name}: photo, Grad-CAM, probability', fmt='jpeg')}"
                 f'<br/><small style="color:#666">{escape(INTENDED_USE)}</small></div>')
 
     def __repr__(self) -> str:
