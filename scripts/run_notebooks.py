@@ -28,6 +28,8 @@ NOTEBOOKS = REPO / "notebooks"
 # C++ log lines TensorFlow/absl write on the kernel's stderr, captured by ipykernel.
 NOISE = re.compile(
     r"^(?:[IWE]\d{4} [\d:.]+\s+\d+ \S+\] .*"
+    r"|INFO:tensorflow:Assets written to: .*"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|To enable the following instructions: .*"
     r"|.*(?:oneDNN custom operations are on|Could not find cuda drivers|cuda_blas|cuda_dnn"

@@ -119,7 +119,10 @@ class PreparedData:
 
     @classmethod
     def _from_result(cls, path: Path, result: PrepareResult) -> PreparedData:
-        return cls(path, result.manifest, result.report)
+        # Read back through read_manifest: the same dtypes as PreparedData.open, as train sees.
+        from skinlesion.data.manifest import read_manifest
+
+        return cls(path, read_manifest(path), result.report)
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
@@ -744,6 +747,11 @@ class Comparison:
                 + self.table().to_html(float_format=lambda v: f"{v:.3f}", na_rep="—")
                 + self.tests().to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="—")
                 + img_tag(fig, alt="ROC curves") + "</div>")
+
+    def __repr__(self) -> str:
+        aucs = ", ".join(f"{name}={_f(m.get('roc_auc'))}"
+                         for name, m in self.comparison["models"].items())
+        return f"Comparison({aucs})"
 
 
 def compare(runs: Sequence[PathLike | Run], data: PathLike | PreparedData, *,
