@@ -45,12 +45,14 @@ def path_replacements() -> list[tuple[re.Pattern[str], str]]:
         (re.compile(tmp + r"/skinlesion-[\w.-]+/"), ""),
         (re.compile(tmp + r"/skinlesion-[\w.-]+"), "."),
     ]
+    roots: dict[str, str] = {}
     for root, name in ((REPO, "<repo>"), (Path(sys.prefix), "<python>"), (Path.home(), "~")):
-        text = str(root.resolve())
-        if len(text) > 1:
-            subs.append((re.compile(re.escape(text)), name))
-            if str(root) != text:
-                subs.append((re.compile(re.escape(str(root))), name))
+        for text in {str(root), str(root.resolve())}:
+            if len(text) > 1:
+                roots[text] = name
+    # Longest first: a virtual environment inside the checkout is "<python>", not "<repo>/.venv".
+    for text in sorted(roots, key=len, reverse=True):
+        subs.append((re.compile(re.escape(text)), roots[text]))
     subs.append((re.compile(tmp + r"/[\w.-]+"), "<tmp>"))
     return subs
 

@@ -369,6 +369,8 @@ class Run:
 def _config_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
     """The config fields worth a glance, for the run's mode."""
     if config.get("mode") == "frozen":
+        if not config.get("cache_features", True):  # recomputed every epoch: no feature views
+            return ("mode", "cache_features", "head_epochs", "optimizer", "imbalance", "loss")
         return ("mode", "cache_features", "feature_views", "head_epochs", "imbalance", "loss")
     return ("mode", "head_epochs", "finetune_epochs", "unfreeze_groups", "optimizer",
             "imbalance", "loss")

@@ -85,7 +85,7 @@ def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = INLINE_DPI) -> bytes:
     import io
 
     buf = io.BytesIO()
-    extra = {"pil_kwargs": {"quality": 85}} if fmt == "jpeg" else {}
+    extra: dict[str, Any] = {"pil_kwargs": {"quality": 85}} if fmt == "jpeg" else {}
     fig.savefig(buf, format=fmt, dpi=dpi, facecolor="white", **extra)
     return buf.getvalue()
 

@@ -86,6 +86,7 @@ class Prediction:
         from skinlesion.display import escape, img_tag
 
         fig = self.plot().figure_
+        assert fig is not None  # plot() always sets it
         colour = "#c0392b" if self.decision == "malignant" else (
             "#2e86c1" if self.decision == "benign" else "#b9770e")
         return (f'<div><b>{escape(self.name)}</b>: P(malignant) = '
@@ -106,6 +107,17 @@ class Predictor(_BasePredictor):
     Everything of :class:`skinlesion.inference.predictor.Predictor` works unchanged
     (``predict_files``, ``predict_arrays``, ``heatmaps``, ``threshold``, ``decide``).
     """
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike[str]) -> Predictor:
+        """Load ``RUN_DIR/model.keras`` and ``model_spec.json`` (see the base class).
+
+        Raises:
+            RunError: if the folder is not a finished run or the model cannot be loaded.
+        """
+        loaded = super().from_run(run_dir)
+        assert isinstance(loaded, cls)  # the base builds ``cls(...)``
+        return loaded
 
     def predict(self, image: str | os.PathLike[str] | bytes | np.ndarray, *, tta: int = 1,
                 heatmap: bool = True, name: str | None = None) -> Prediction:
