@@ -37,14 +37,18 @@ NOISE = re.compile(
 )
 
 
-def path_replacements() -> list[tuple[re.Pattern[str], str]]:
-    """Machine paths to replace in outputs, most specific first."""
-    tmp = re.escape(str(Path(tempfile.gettempdir()).resolve()))
-    subs: list[tuple[re.Pattern[str], str]] = [
+def path_replacements(scratch: str | None = None) -> list[tuple[re.Pattern[str], str]]:
+    """Machine paths to replace in outputs, most specific first.
+
+    Args:
+        scratch: The folder the kernel's temporary files went to, if not the system's.
+    """
+    subs: list[tuple[re.Pattern[str], str]] = []
+    for base in filter(None, (scratch, str(Path(tempfile.gettempdir()).resolve()))):
         # The notebooks' scratch folders (tempfile.mkdtemp(prefix="skinlesion-...")).
-        (re.compile(tmp + r"/skinlesion-[\w.-]+/"), ""),
-        (re.compile(tmp + r"/skinlesion-[\w.-]+"), "."),
-    ]
+        subs.append((re.compile(re.escape(base) + r"/skinlesion-[\w.-]+/"), ""))
+        subs.append((re.compile(re.escape(base) + r"/skinlesion-[\w.-]+"), "."))
+    tmp = re.escape(str(Path(tempfile.gettempdir()).resolve()))
     roots: dict[str, str] = {}
     for root, name in ((REPO, "<repo>"), (Path(sys.prefix), "<python>"), (Path.home(), "~")):
         for text in {str(root), str(root.resolve())}:
@@ -64,9 +68,9 @@ def scrub_text(text: str, subs: list[tuple[re.Pattern[str], str]]) -> str:
     return text
 
 
-def scrub(nb: object) -> int:
+def scrub(nb: object, scratch: str | None = None) -> int:
     """Scrub every output of ``nb`` in place; return how many outputs were dropped as noise."""
-    subs = path_replacements()
+    subs = path_replacements(scratch)
     dropped = 0
     for cell in nb.cells:  # type: ignore[attr-defined]
         if cell.cell_type != "code":
@@ -108,7 +112,11 @@ def run(path: Path, *, write: bool, timeout: int) -> float:
     # Figures inline, whatever the caller's MPLBACKEND (CI sets Agg for the tests).
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with tempfile.TemporaryDirectory(prefix="skinlesion-nbrun-") as cwd:
+    saved_tmpdir = os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="nbrun-") as cwd:
+        cwd = str(Path(cwd).resolve())
+        # The notebooks' own tempfile.mkdtemp() folders land in here and go with it.
+        os.environ["TMPDIR"] = cwd
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": cwd}}, record_timing=False)
         start = time.perf_counter()
@@ -116,8 +124,12 @@ def run(path: Path, *, write: bool, timeout: int) -> float:
             client.execute()
         finally:
             seconds = time.perf_counter() - start
+            if saved_tmpdir is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved_tmpdir
             if write:
-                scrub(nb)
+                scrub(nb, scratch=cwd)
                 nbformat.write(nb, path)
     return seconds
 
