@@ -299,9 +299,11 @@ class PredictionDisplay:
 
     def _bar(self, ax: Axes) -> None:
         colour = "#c0392b" if self.probability >= self.threshold else "#2e86c1"
-        ax.barh([0], [self.probability], color=colour, height=0.5)
+        ax.barh([0], [self.probability], color=colour, height=0.4)
+        ax.set_ylim(-0.5, 0.7)
         ax.axvline(self.threshold, color="#111111", lw=1.5, ls="--")
-        ax.text(self.threshold, 0.42, f" threshold {self.threshold:.3f}", fontsize=8)
+        ax.text(self.threshold, 0.93, f" threshold {self.threshold:.3f}", fontsize=8,
+                transform=ax.get_xaxis_transform(), va="top")
         ax.set_xlim(0, 1)
         ax.set_yticks([])
         ax.set_xlabel("P(malignant)")
