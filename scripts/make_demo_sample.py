@@ -39,6 +39,12 @@ def main(src: Path) -> None:
         "patient_id": "",
     })
     out.to_csv(OUT / "labels.csv", index=False)
+    # Clinical metadata of the same images (the isic-dev metadata table: ISIC challenge
+    # metadata and archive JSON), so the sample shows metadata fusion too.
+    meta = pd.read_csv(src / "metadata.csv", dtype=str, keep_default_na=False)
+    cols = ["image_id", "age_approx", "sex", "anatom_site_general", "lesion_id"]
+    meta = meta[meta["image_id"].isin(set(out["image_id"]))][cols]
+    meta.sort_values("image_id").to_csv(OUT / "metadata.csv", index=False)
     lines = [
         "# Demo sample: attribution",
         "",

@@ -67,6 +67,7 @@ __all__ = [
     "PreparedData",
     "Run",
     "compare",
+    "ensemble",
     "evaluate",
     "load",
     "prepare",
@@ -430,6 +431,30 @@ def train(data: PathLike | PreparedData, out: PathLike, *, recipe: str | None = 
     run = Run.open(out)
     run.result = result
     return run
+
+
+def ensemble(runs: Sequence[PathLike | Run], out: PathLike, data: PathLike | PreparedData, *,
+             target_sensitivity: float = 0.90, overwrite: bool = False) -> Run:
+    """Average several runs into one run directory (``skinlesion ensemble``).
+
+    Args:
+        runs: Two or more finished runs (backbones and input sizes may differ).
+        out: The ensemble's run directory.
+        data: Prepared data whose validation split fits the ensemble's threshold.
+        target_sensitivity: Validation sensitivity the threshold must reach. Defaults to 0.90.
+        overwrite: Replace a run in ``out``.
+
+    Returns:
+        The ensemble as a :class:`Run` (evaluate, load, compare and export it like any run).
+
+    Raises:
+        RunError: fewer than two runs, runs that cannot be combined, or ``out`` holding a run.
+    """
+    from skinlesion.inference.ensemble import build_ensemble
+
+    build_ensemble([_path(r) for r in runs], out, data_dir=_path(data),
+                   target_sensitivity=target_sensitivity, overwrite=overwrite)
+    return Run.open(out)
 
 
 def load(run: PathLike | Run) -> Predictor:
