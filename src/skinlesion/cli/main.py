@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
+import sys
 
 import typer
 
@@ -49,20 +49,30 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """Configure logging (the library itself never prints)."""
-    from rich.logging import RichHandler
+    from skinlesion.utils.quiet import quiet_tensorflow, show_tensorflow_logs
 
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(
-        show_path=False, console=_stderr_console())], force=True)
-    # TensorFlow's C++ logs drown the useful lines; keep them unless -vv.
-    if verbose < 2:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=level, handlers=[_log_handler()], force=True)
+    # TensorFlow's C++/absl start-up lines (cuInit, oneDNN, absl::InitializeLog) look like
+    # failures and are not: silent by default, shown with -v.
+    if verbose:
+        show_tensorflow_logs()
+    else:
+        quiet_tensorflow()
 
 
-def _stderr_console():  # type: ignore[no-untyped-def]
-    from rich.console import Console
+def _log_handler() -> logging.Handler:
+    # Rich's handler on a terminal; plain lines when piped, so a log file or CI output is not
+    # wrapped at 80 columns in the middle of a path.
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
 
-    return Console(stderr=True)
+        from skinlesion.cli._common import err_console
+
+        return RichHandler(show_path=False, console=err_console)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    return handler
 
 
 for _name in _COMMAND_MODULES:
@@ -71,7 +81,6 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     """Run the CLI."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     app()
 
 

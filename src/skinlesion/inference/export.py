@@ -22,6 +22,7 @@ written atomically: a temporary folder holding the model, ``model_spec.json`` an
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -53,8 +54,47 @@ OUTPUT_NAME = "probability"
 ONNX_OPSET = 17
 
 
+EXTRA_INSTALL = "pip install 'skinlesion[export]'"
+
+# Which libraries each format needs: (module, distribution, what for). Checked before any
+# conversion starts, so a missing one costs nothing.
+_LIBRARIES: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
+    # (module, distribution, purpose, needed only for the parity check)
+    "savedmodel": (),
+    "tflite": (("ai_edge_litert", "ai-edge-litert", "running TFLite", True),),
+    "onnx": (("tf2onnx", "tf2onnx", "ONNX export", False),
+             ("onnxruntime", "onnxruntime", "running ONNX", True)),
+}
+
+
 class ExportError(ValueError):
     """An export that cannot be made (bad option, missing library, no check images)."""
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def missing_libraries(fmt: str, *, check: bool = True) -> list[str]:
+    """``"<purpose> needs <distribution>"`` for each library ``fmt`` needs and lacks.
+
+    Args:
+        fmt: ``savedmodel``, ``tflite`` or ``onnx``.
+        check: Whether the parity check will run (it needs the format's runtime).
+    """
+    return [f"{purpose} needs {dist}" for module, dist, purpose, for_check in _LIBRARIES.get(fmt, ())
+            if (check or not for_check) and not _have(module)]
+
+
+def require_libraries(fmt: str, *, check: bool = True) -> None:
+    """Raise before any work if ``fmt`` needs a library that is not installed.
+
+    Raises:
+        ExportError: naming the libraries and the install command (the ``export`` extra).
+    """
+    missing = missing_libraries(fmt, check=check)
+    if missing:
+        raise ExportError(f"{'; '.join(missing)}: {EXTRA_INSTALL}")
 
 
 @dataclass
@@ -154,7 +194,7 @@ def export_onnx(saved_model: str | os.PathLike[str], target: str | os.PathLike[s
     try:
         import tf2onnx
     except ImportError as exc:
-        raise ExportError("ONNX export needs tf2onnx: pip install 'skinlesion[export]'") from exc
+        raise ExportError(f"ONNX export needs tf2onnx: {EXTRA_INSTALL}") from exc
     loaded = tf.saved_model.load(os.fspath(saved_model))
     signature = loaded.signatures["serving_default"]
     spec = tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=INPUT_NAME)
@@ -211,8 +251,7 @@ class TFLiteRuntime:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:
-            raise ExportError("running TFLite needs ai-edge-litert: "
-                              "pip install 'skinlesion[export]'") from exc
+            raise ExportError(f"running TFLite needs ai-edge-litert: {EXTRA_INSTALL}") from exc
         self._interp = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
         self._input = self._interp.get_input_details()[0]
         self._output = self._interp.get_output_details()[0]
@@ -250,8 +289,7 @@ class OnnxRuntime:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise ExportError("running ONNX needs onnxruntime: "
-                              "pip install 'skinlesion[export]'") from exc
+            raise ExportError(f"running ONNX needs onnxruntime: {EXTRA_INSTALL}") from exc
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -366,6 +404,7 @@ def export_run(
         raise ExportError(f"unknown quantisation {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
     if quantize is not None and fmt != "tflite":
         raise ExportError(f"--quantize applies to tflite only, not {fmt}")
+    require_libraries(fmt, check=not skip_check)  # first: before minutes of conversion
     step = progress or (lambda _msg: None)
     pred = predictor or Predictor.from_run(run_dir)
     target = Path(out) if out is not None else default_out_dir(run_dir, fmt, quantize)
