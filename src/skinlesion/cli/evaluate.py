@@ -175,7 +175,9 @@ def compare_command(
         table.add_column(col, justify="right")
     for name, m in c["models"].items():
         s95 = m["fixed_rates"].get("specificity_at_sensitivity_0.95") or {}
-        table.add_row(name, _f(m["roc_auc"]), _ci(m.get("roc_auc_ci95")),
+        table.add_row(name, _f(m["roc_auc"]),
+                      _ci(m.get("roc_auc_ci95")) if m.get("roc_auc_ci_reliable", True)
+                      else "not reliable",
                       _f(s95.get("specificity")), _f(m["at_threshold"]["sensitivity"]),
                       _f(m["at_threshold"]["specificity"]))
     err_console.print(table)
@@ -215,7 +217,9 @@ def _print_summary(m: dict[str, Any]) -> None:
                             f"{100 * (counts['prevalence'] or 0):.1f} %)"
                   + (f", [red]{m['errors']['count']} unreadable[/]" if m["errors"]["count"]
                      else ""))
-    table.add_row("ROC AUC", f"{_f(rk['roc_auc'])}  (95 % CI {_ci(rk.get('roc_auc_ci95'))})")
+    auc_ci = (f"95 % CI {_ci(rk.get('roc_auc_ci95'))}" if rk.get("roc_auc_ci_reliable", True)
+              else f"no reliable CI: {rk.get('roc_auc_ci_note')}")
+    table.add_row("ROC AUC", f"{_f(rk['roc_auc'])}  ({auc_ci})")
     table.add_row("pAUC >80 % TPR", f"{_f(rk['pauc_tpr80'])}  (of 0.2)")
     table.add_row("avg precision", _f(rk["average_precision"]))
     table.add_row("threshold", f"{op['threshold']:.3f}  ({op.get('description', op['rule'])})")
@@ -223,7 +227,8 @@ def _print_summary(m: dict[str, Any]) -> None:
                                  f"{_ci(at.get('sensitivity_ci95'))})")
     table.add_row("specificity", f"{_f(at['specificity'])}  (95 % CI "
                                  f"{_ci(at.get('specificity_ci95'))})")
-    table.add_row("spec @ sens 95 %", _f(s95.get("specificity")))
+    table.add_row("spec @ sens 95 %", f"{_f(s95.get('specificity'))}  (threshold read off these "
+                                      "images: optimistic)" if s95 else "—")
     table.add_row("Brier / ECE", f"{_f(m['calibration']['brier'])} / "
                                  f"{_f(m['calibration']['ece'])}")
     err_console.print(table)

@@ -32,6 +32,7 @@ from skinlesion.evaluation.bootstrap import (
     stratified_bootstrap,
 )
 from skinlesion.evaluation.evaluate import fixed_rate_metrics, ranking_metrics
+from skinlesion.evaluation.intervals import auc_interval_reliability, rate_intervals
 from skinlesion.evaluation.metrics import (
     UndefinedMetricError,
     as_arrays,
@@ -124,7 +125,12 @@ def model_summary(y: np.ndarray, p: np.ndarray, threshold: float, *, n_boot: int
             row["roc_auc_ci95"] = stratified_bootstrap(y, p, n_boot=n_boot, seed=seed).auc_ci
         except UndefinedMetricError:
             row["roc_auc_ci95"] = None
+        check = auc_interval_reliability(row["roc_auc_ci95"], int(y.sum()), int(y.size - y.sum()))
+        row["roc_auc_ci_reliable"] = check["reliable"]
+        if check["reason"] and row["roc_auc_ci95"] is not None:
+            row["roc_auc_ci_note"] = check["reason"]
     row["at_threshold"] = threshold_metrics(y, p, threshold)
+    row["at_threshold"].update(rate_intervals(row["at_threshold"]))
     row["fixed_rates"] = fixed_rate_metrics(y, p)
     collect(row, "brier", brier_score, y, p)
     return row

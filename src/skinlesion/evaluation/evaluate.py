@@ -31,6 +31,12 @@ from skinlesion.data.manifest import (
 )
 from skinlesion.evaluation.bootstrap import DEFAULT_REPLICATES, stratified_bootstrap
 from skinlesion.evaluation.calibration import DEFAULT_BINS, calibration_summary
+from skinlesion.evaluation.intervals import (
+    MIN_CASES_FOR_AUC_CI,
+    PROPORTION_METHOD,
+    auc_interval_reliability,
+    rate_intervals,
+)
 from skinlesion.evaluation.metrics import (
     PAUC_MIN_TPR,
     EvalResult,
@@ -75,7 +81,10 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "split", "path",
 )
 ROC_BAND_POINTS = 101
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: Wilson intervals for the rates (``*_ci95`` keys kept, ``ppv_ci95``/``npv_ci95`` added),
+``roc_auc_ci_reliable``/``roc_auc_ci_note``, ``intervals``, ``fixed_rates.*.chosen_on``."""
+FIXED_RATES_NOTE = "read off the evaluated images themselves: optimistic"
 
 Progress = Callable[[int], None]
 
@@ -118,10 +127,18 @@ def evaluate_predictions(df: pd.DataFrame, threshold: float, *,
         "ranking": ranking_metrics(y, p),
         "at_threshold": threshold_metrics(y, p, threshold),
         "fixed_rates": fixed_rate_metrics(y, p),
+        "intervals": {"confidence": 0.95, "rates": PROPORTION_METHOD,
+                      "roc_auc": "stratified percentile bootstrap",
+                      "min_cases_for_auc_ci": MIN_CASES_FOR_AUC_CI},
         "calibration": {**calibration_summary(y, p, n_bins)},
     }
     collect(metrics["calibration"], "brier", brier_score, y, p)
+    # Score intervals for the rates: a bootstrap collapses to zero width at 0 % or 100 %.
+    metrics["at_threshold"].update(rate_intervals(metrics["at_threshold"]))
     curves: dict[str, Any] = {}
+    if metrics["at_threshold"]["sensitivity_ci95"] and metrics["at_threshold"]["specificity_ci95"]:
+        curves["operating_ci"] = {"sensitivity_ci": metrics["at_threshold"]["sensitivity_ci95"],
+                                  "specificity_ci": metrics["at_threshold"]["specificity_ci95"]}
     metrics["bootstrap"] = _bootstrap_block(y, p, threshold, bootstrap, seed, metrics, curves)
     metrics["subgroups"] = subgroup_metrics(df, threshold, n_boot=bootstrap, seed=seed,
                                             min_per_class=min_per_class)
@@ -143,7 +160,11 @@ def ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
 
 
 def fixed_rate_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
-    """Specificity at fixed sensitivities and sensitivity at fixed specificities."""
+    """Specificity at fixed sensitivities and sensitivity at fixed specificities.
+
+    Each threshold is read off the scored images themselves, so each figure is optimistic
+    (``chosen_on`` says so); the operating point is the one fixed on validation.
+    """
     out: dict[str, Any] = {}
     for target in SENSITIVITY_TARGETS:
         collect(out, f"specificity_at_sensitivity_{target:.2f}", specificity_at_sensitivity,
@@ -151,6 +172,9 @@ def fixed_rate_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     for target in SPECIFICITY_TARGETS:
         collect(out, f"sensitivity_at_specificity_{target:.2f}", sensitivity_at_specificity,
                 y, p, target)
+    for value in out.values():
+        if isinstance(value, dict) and "threshold" in value:
+            value["chosen_on"] = FIXED_RATES_NOTE
     return out
 
 
@@ -159,16 +183,19 @@ def _bootstrap_block(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int
     if n_boot <= 0:
         return {"replicates": 0, "skipped": "bootstrap disabled (--bootstrap 0)"}
     try:
-        boot = stratified_bootstrap(y, p, threshold=threshold, n_boot=n_boot, seed=seed,
-                                    roc_points=ROC_BAND_POINTS)
+        boot = stratified_bootstrap(y, p, n_boot=n_boot, seed=seed, roc_points=ROC_BAND_POINTS)
     except UndefinedMetricError as exc:
         return {"replicates": 0, "skipped": str(exc)}
     summary = boot.summary()
-    metrics["ranking"]["roc_auc_ci95"] = summary["roc_auc_ci"]
-    metrics["at_threshold"]["sensitivity_ci95"] = summary["sensitivity_ci"]
-    metrics["at_threshold"]["specificity_ci95"] = summary["specificity_ci"]
+    ci = summary["roc_auc_ci"]
+    check = auc_interval_reliability(ci, int(y.sum()), int(y.size - y.sum()))
+    metrics["ranking"]["roc_auc_ci95"] = ci
+    metrics["ranking"]["roc_auc_ci_reliable"] = check["reliable"]
+    if check["reason"]:
+        metrics["ranking"]["roc_auc_ci_note"] = check["reason"]
     curves["roc_band"] = boot.roc_band()
-    curves["operating_ci"] = {k: summary[k] for k in ("sensitivity_ci", "specificity_ci")}
+    if check["reliable"]:
+        curves["auc_ci"] = ci
     return {k: summary[k] for k in ("method", "replicates", "seed", "confidence")}
 
 

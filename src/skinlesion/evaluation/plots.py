@@ -230,7 +230,8 @@ def plot_subgroup_auc(subgroups: Mapping[str, Any], overall_auc: float | None = 
             ax.text(0.5, -i, "AUC undefined", va="center", ha="center", fontsize=8,
                     color="#7f8c8d")
             continue
-        ci = row.get("roc_auc_ci")
+        # An interval flagged unreliable (too few cases, zero width) is not drawn as one.
+        ci = row.get("roc_auc_ci") if row.get("roc_auc_ci_reliable", True) else None
         xerr = None if not ci else [[row["roc_auc"] - ci[0]], [ci[1] - row["roc_auc"]]]
         ax.errorbar([row["roc_auc"]], [-i], xerr=xerr, fmt="o", capsize=3,
                     color=MALIGNANT_COLOR,
@@ -368,7 +369,7 @@ def evaluation_figures(result: EvalResult, errors: pd.DataFrame, *,
     if both:
         figs["roc"] = plot_roc(y, p, t, band=result.curves.get("roc_band"),
                                operating_ci=result.curves.get("operating_ci"),
-                               auc_ci=result.metrics["ranking"].get("roc_auc_ci95")).figure_
+                               auc_ci=result.curves.get("auc_ci")).figure_
         figs["precision_recall"] = plot_precision_recall(y, p, t).figure_
     figs["confusion_matrix"] = plot_confusion_matrix(y, p, t, class_names=names).figure_
     if both:

@@ -27,7 +27,7 @@ CLINICAL_PREVALENCE = 0.018
 FIGURE_CAPTIONS: dict[str, str] = {
     "roc": "Each point of the curve is one threshold: sensitivity against 1 − specificity. "
            "The shaded band is the 95 % pointwise bootstrap band; the black point is the "
-           "operating threshold, with 95 % bootstrap intervals for its sensitivity and "
+           "operating threshold, with 95 % Wilson score intervals for its sensitivity and "
            "specificity. The dashed diagonal is chance.",
     "precision_recall": "Precision (PPV) against recall (sensitivity). The dashed line is the "
                         "prevalence of these data — the precision of guessing. At clinical "
