@@ -7,6 +7,7 @@ Commands talk to each other only through files::
       model.keras         whole model: raw 0–255 RGB in, P(malignant) out  (train)
       model_spec.json     ModelSpec below                     (train)
       history.csv         per-epoch metrics                   (train)
+      training_images.json  ids and hashes of the train/val images (train; overlap checks)
       logs/               TensorBoard                         (train)
       checkpoints/        resumable training state            (train)
       eval/               metrics.json, report.html, predictions.csv, plots  (evaluate)
@@ -59,6 +60,8 @@ class ModelSpec:
         code_version: skinlesion version and git commit.
         versions: Library versions at training time.
         val_metrics: Validation metrics at the chosen threshold.
+        train_prevalence: Malignant share of the training split (what the model's
+            probabilities are anchored to; ``None`` for older runs).
         created: ISO-8601 time of writing.
         intended_use: The intended-use statement shipped with the model.
     """
@@ -78,6 +81,7 @@ class ModelSpec:
     code_version: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     val_metrics: dict[str, Any] = field(default_factory=dict)
+    train_prevalence: float | None = None
     created: str = ""
     intended_use: str = ""
     spec_version: int = SPEC_VERSION

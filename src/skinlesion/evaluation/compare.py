@@ -43,6 +43,7 @@ from skinlesion.evaluation.metrics import (
     threshold_metrics,
 )
 from skinlesion.evaluation.operating_point import ThresholdRule
+from skinlesion.evaluation.overlap import overlap_summary
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +211,8 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
                  tta: int = 1, bootstrap: int = DEFAULT_REPLICATES,
                  out: str | os.PathLike[str] | None = None, seed: int = 0,
                  batch_size: int = 32,
-                 progress: Callable[[int], None] | None = None) -> CompareResult:
+                 progress: Callable[[int], None] | None = None,
+                 exclude_overlap: bool = False) -> CompareResult:
     """Score several runs on the same manifest split and compare them pairwise.
 
     Images that any run fails to read are dropped for every run (a paired test needs
@@ -227,6 +229,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
         seed: Bootstrap seed.
         batch_size: Images per forward pass.
         progress: Called with the number of images just scored.
+        exclude_overlap: Leave out images that any run was trained or validated on.
 
     Returns:
         The :class:`CompareResult` with files written.
@@ -247,6 +250,17 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
     manifest = read_manifest(data_dir)
     rows = select_split(manifest, split, where=str(manifest_path(data_dir)))
     names = _names(runs)
+    overlap: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for name, run in zip(names, runs, strict=True):
+        overlap[name], matches = overlap_summary(rows, run, excluded=exclude_overlap)
+        seen |= set(matches["image_id"])
+        if overlap[name].get("warning"):
+            logger.warning("%s: %s", name, overlap[name]["warning"])
+    if exclude_overlap and seen:
+        rows = rows[~rows["image_id"].astype(str).isin(seen)].reset_index(drop=True)
+        if rows.empty:
+            raise ValueError("every image of the split was seen in training by some run")
     scored: dict[str, pd.DataFrame] = {}
     operating: dict[str, dict[str, Any]] = {}
     errors: list[pd.DataFrame] = []
@@ -285,6 +299,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
                  "manifest_sha256": manifest_fingerprint(data_dir), "split": split,
                  "n_images": len(rows), "n_shared": len(table)},
         "tta": tta,
+        "overlap": overlap,
         "runs": {n: {"run_dir": str(r.resolve()), "backbone": specs[n].backbone,
                      "input_size": specs[n].input_size, "model_id": specs[n].model_id,
                      "operating_point": operating[n]} for n, r in zip(names, runs, strict=True)},

@@ -59,8 +59,9 @@ from skinlesion.evaluation.operating_point import (
     threshold_for_sensitivity,
     youden_threshold,
 )
+from skinlesion.evaluation.overlap import overlap_summary
 from skinlesion.evaluation.subgroups import MIN_PER_CLASS, subgroup_metrics
-from skinlesion.runspec import CONFIG_FILE, EVAL_DIR, ModelSpec, require_run
+from skinlesion.runspec import CONFIG_FILE, EVAL_DIR, HISTORY_FILE, ModelSpec, require_run
 from skinlesion.utils.atomic import (
     atomic_path,
     atomic_write_bytes,
@@ -340,7 +341,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
                  tta: int = 1, bootstrap: int = DEFAULT_REPLICATES,
                  out: str | os.PathLike[str] | None = None, seed: int = 0,
                  batch_size: int = 32, progress: Progress | None = None,
-                 predictor: Predictor | None = None) -> EvalResult:
+                 predictor: Predictor | None = None,
+                 exclude_overlap: bool = False) -> EvalResult:
     """Evaluate a trained run on a manifest split and write ``RUN_DIR/eval/`` (or ``out``).
 
     Args:
@@ -356,6 +358,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         batch_size: Images per forward pass.
         progress: Called with the number of images just scored.
         predictor: An already loaded predictor for ``run_dir`` (else loaded here).
+        exclude_overlap: Leave out images the run was trained or validated on (found by
+            hash and id, see ``overlap.py``); by default they are scored and flagged.
 
     Returns:
         The result, with ``files`` naming everything written (``report`` = report.html).
@@ -371,6 +375,15 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
     rule = ThresholdRule.parse(threshold)
     manifest = read_manifest(data_dir)
     rows = select_split(manifest, split, where=str(manifest_path(data_dir)))
+    overlap, seen = overlap_summary(rows, run, excluded=exclude_overlap)
+    if overlap.get("warning"):
+        logger.warning("%s", overlap["warning"])
+    if exclude_overlap and len(seen):
+        rows = rows[~rows["image_id"].astype(str).isin(set(seen["image_id"]))]
+        if rows.empty:
+            raise ValueError(f"every image of split {split!r} was seen in training; "
+                             "nothing left to evaluate with --exclude-overlap")
+        rows = rows.reset_index(drop=True)
     predictor = predictor or Predictor.from_run(run)
     spec = predictor.spec
 
@@ -403,7 +416,11 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         "tta": tta,
         "run": describe_run(run, spec),
         "data": describe_data(data_dir, split, rows, scored, errors),
+        "overlap": overlap,
     }))
+    history = read_history(run)
+    if history is not None:
+        result.curves["history"] = history
     return write_evaluation(result, Path(out) if out is not None else run / EVAL_DIR)
 
 
@@ -425,6 +442,18 @@ def describe_run(run: Path, spec: ModelSpec) -> dict[str, Any]:
     }
     info["training_config"] = read_training_config(run)
     return info
+
+
+def read_history(run: Path) -> pd.DataFrame | None:
+    """``RUN_DIR/history.csv`` (per-epoch metrics of every stage), or ``None``."""
+    path = run / HISTORY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: cannot read the training history (%s)", path, exc)
+        return None
 
 
 def read_training_config(run: Path) -> dict[str, Any] | None:

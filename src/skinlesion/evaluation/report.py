@@ -48,6 +48,11 @@ FIGURE_CAPTIONS: dict[str, str] = {
                     "mean the model recognises the source rather than the lesion.",
     "error_gallery": "The errors the model was most sure about: missed malignant lesions "
                      "(false negatives) first, then benign lesions called malignant.",
+    "training_curves": "Loss and ROC AUC per epoch from the run's history.csv, one colour per "
+                       "training stage: training solid, validation dashed. Validation loss "
+                       "rising while training loss falls is overfitting; the best epoch by "
+                       "the monitored metric is the one kept. TensorBoard logs of every "
+                       "stage are in the run's logs/ folder.",
 }
 
 
@@ -127,6 +132,11 @@ def png_data_uri(png: bytes) -> str:
 def caveats(metrics: Mapping[str, Any]) -> list[str]:
     """Plain-language caveats derived from the measured numbers."""
     notes: list[str] = []
+    overlap = metrics.get("overlap") or {}
+    if overlap.get("warning"):
+        notes.append(overlap["warning"])
+    elif overlap and not overlap.get("checked"):
+        notes.append(f"Train/test overlap not checked: {overlap.get('source')}.")
     counts = metrics.get("counts", {})
     prev = counts.get("prevalence")
     at = metrics.get("at_threshold", {})

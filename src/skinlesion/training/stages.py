@@ -171,8 +171,11 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
         head = build_head(x_train.shape[-1], cfg.dropout)
         head.compile(optimizer=make_optimizer(cfg, cfg.head_lr * ctx.lr_scale),
                      loss=make_loss(cfg), metrics=make_metrics())
+    # TensorBoard in this stage too (docs/TRAINING.md promises logs/ for every mode).
     callbacks: list[Any] = [keras.callbacks.TerminateOnNaN(),
-                            keras.callbacks.CSVLogger(str(hist_path) + ".part")]
+                            keras.callbacks.CSVLogger(str(hist_path) + ".part"),
+                            keras.callbacks.TensorBoard(str(ctx.run_dir / LOGS_DIR / "head"),
+                                                        write_graph=False)]
     if cfg.patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=cfg.monitor, mode=monitor_mode(cfg.monitor), patience=cfg.patience,
