@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import Any
 
 import typer
 
@@ -61,6 +62,21 @@ def _root(
         quiet_tensorflow()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _log_handler() -> logging.Handler:
     # Rich's handler on a terminal; plain lines when piped, so a log file or CI output is not
     # wrapped at 80 columns in the middle of a path.
@@ -70,7 +86,7 @@ def _log_handler() -> logging.Handler:
         from skinlesion.cli._common import err_console
 
         return RichHandler(show_path=False, console=err_console)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     return handler
 
@@ -79,9 +95,42 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(f"skinlesion.cli.{_name}").register(app)
 
 
+def _tidy_help(command: Any) -> Any:
+    """Help text a newcomer reads without a legend.
+
+    Plain on/off flags get no ``<bool>`` type column, and every argument is shown by an
+    upper-case name (``{DATA_DIR}`` like ``{SOURCE}``, not ``{data_dir}``).
+    """
+    # Duck-typed: Typer builds on its own copy of click, so isinstance checks against click's
+    # classes would not match.
+    for param in command.params:
+        kind = getattr(param, "param_type_name", "")
+        if kind == "option" and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif kind == "argument" and param.metavar is None:
+            param.metavar = (param.name or "").upper()
+    make_help_option = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = make_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
+    return command
+
+
+def cli() -> Any:
+    """The click command behind ``skinlesion``, with tidied help."""
+    return _tidy_help(typer.main.get_command(app))
+
+
 def main() -> None:
     """Run the CLI."""
-    app()
+    cli()()
 
 
 if __name__ == "__main__":

@@ -120,7 +120,16 @@ def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for rec in records:
-            writer.writerow({k: "" if rec.get(k) is None else rec[k] for k in columns})
+            writer.writerow({k: _cell(rec.get(k)) for k in columns})
+
+
+def _cell(value: Any) -> Any:
+    # Six decimals: a probability's 16 digits are float noise, not precision.
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return value
 
 
 def _print_table(records: list[dict[str, Any]]) -> None:

@@ -508,8 +508,10 @@ def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str], *,
                                   gallery_size=gallery_size).items()}
     for name, png in figures.items():
         files[name] = atomic_write_bytes(out / f"{name}.png", png)
+    # Probabilities to 6 decimals: the 16-digit floats are noise (metrics use full precision).
     files["predictions"] = _write_csv(
-        result.predictions.drop(columns=["file"], errors="ignore"), out / "predictions.csv")
+        result.predictions.drop(columns=["file"], errors="ignore").round({"probability": 6}),
+        out / "predictions.csv")
     if not result.errors.empty:
         files["errors"] = _write_csv(result.errors, out / "errors.csv")
     files["metrics"] = out / "metrics.json"

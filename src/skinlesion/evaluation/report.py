@@ -191,9 +191,29 @@ def caveats(metrics: Mapping[str, Any]) -> list[str]:
 # === Rendering ===
 
 
+DOCS_URL = "https://example.invalid/skinlesion"
+"""The project's home page (``[project.urls]`` in pyproject.toml); the metric definitions
+are in its docs/EVALUATION.md, which a pip install does not ship."""
+
+_GENERIC_RUN_NAMES = frozenset({"run", "runs", "out", "output", "model", "eval", "."})
+
+
 def _title(run: Mapping[str, Any]) -> str:
-    name = Path(str(run["run_dir"])).name if run.get("run_dir") else ""
+    path = Path(str(run["run_dir"])) if run.get("run_dir") else None
+    name = path.name if path else ""
+    if path is not None and name.lower() in _GENERIC_RUN_NAMES and path.parent.name:
+        name = f"{path.parent.name}/{name}"  # "skinlesion-demo/run", not "run"
     return f"Evaluation of {name or run.get('model_id') or 'a model'}"
+
+
+def _recipe(config: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """The training config, with "use the backbone's default" values resolved from the spec."""
+    recipe = flatten(config)
+    if not recipe.get("input_size") and run.get("input_size"):
+        recipe["input_size"] = f"{run['input_size']} (the backbone's default)"
+    if not recipe.get("preprocessing") and run.get("preprocessing"):
+        recipe["preprocessing"] = f"{run['preprocessing']} (the backbone's default)"
+    return recipe
 
 
 def render_report(result: EvalResult, figures: Mapping[str, bytes]) -> str:
@@ -207,7 +227,8 @@ def render_report(result: EvalResult, figures: Mapping[str, bytes]) -> str:
         "figures": [{"name": name, "title": FIGURE_TITLES.get(name, name),
                      "caption": FIGURE_CAPTIONS.get(name, ""), "src": png_data_uri(png)}
                     for name, png in figures.items()],
-        "recipe": flatten(config) if isinstance(config, Mapping) else {},
+        "recipe": _recipe(config, m.get("run") or {}) if isinstance(config, Mapping) else {},
+        "docs_url": DOCS_URL,
         "caveats": caveats(m),
         "errors": result.errors.to_dict("records"),
         "rendered": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

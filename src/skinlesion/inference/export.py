@@ -37,6 +37,7 @@ import numpy as np
 
 from skinlesion.runspec import CONFIG_FILE, SPEC_FILE
 from skinlesion.utils.atomic import atomic_write_json
+from skinlesion.utils.quiet import native_stderr_to_log
 
 if TYPE_CHECKING:
     from skinlesion.inference.parity import ImageSample
@@ -178,7 +179,11 @@ def export_tflite(saved_model: str | os.PathLike[str], target: str | os.PathLike
         converter.representative_dataset = dataset
     elif quantize is not None:
         raise ExportError(f"unknown quantisation {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
-    Path(target).write_bytes(converter.convert())
+    # The converter prints a line of its settings ("fully_quantize: 0, inference_type: 6, …")
+    # straight to stderr from C++; it says nothing a user needs (logged at debug level).
+    with native_stderr_to_log(logger, "the TFLite converter"):
+        flatbuffer = converter.convert()
+    Path(target).write_bytes(flatbuffer)
     return Path(target)
 
 
@@ -433,6 +438,9 @@ def export_run(
 
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    # mkdtemp makes the folder private (0700); the export is renamed into place, so give it
+    # the mode any folder made by this user gets (0755 under the usual umask 022).
+    os.chmod(work, 0o777 & ~_umask())
     try:
         scratch = work / "_savedmodel"
         step("exporting SavedModel")
@@ -472,6 +480,12 @@ def export_run(
     final_model = target if fmt == "savedmodel" else target / Path(model_file).name
     return ExportResult(path=target, model_file=final_model, format=fmt, quantize=quantize,
                         parity=parity, size_bytes=_size(final_model))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -35,6 +35,30 @@ _QUIET_LOGGERS = ("tensorflow", "absl", "h5py", "tf2onnx")
 
 
 @contextlib.contextmanager
+def native_stderr_to_log(logger: logging.Logger, what: str) -> Iterator[None]:
+    """Run a block whose native code prints to fd 2 (a converter's stray lines) quietly.
+
+    What the block wrote is logged at DEBUG (``-vv`` shows it); with ``SKINLESION_TF_LOGS``
+    set nothing is captured.
+    """
+    if _show_requested():
+        yield
+        return
+    with _stderr_fd_captured() as captured:
+        try:
+            yield
+        finally:
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace").strip()
+    if text:
+        logger.debug("%s wrote: %s", what, text)
+
+
+def _show_requested() -> bool:
+    return os.environ.get(SHOW_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextlib.contextmanager
 def _stderr_fd_captured() -> Iterator[tempfile._TemporaryFileWrapper[bytes]]:
     sys.stderr.flush()
     saved = os.dup(2)
@@ -97,7 +121,7 @@ def quiet_tensorflow() -> bool:
     Returns:
         Whether anything was changed.
     """
-    if os.environ.get(SHOW_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+    if _show_requested():
         return False
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:

@@ -1,0 +1,87 @@
+"""Rough edges a newcomer meets: help text, CSV digits, export folder mode, converter noise,
+the report's title, recipe and documentation link."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_image
+from skinlesion.cli.main import app
+from skinlesion.evaluation.metrics import EvalResult
+from skinlesion.evaluation.report import render_report
+from skinlesion.utils.quiet import native_stderr_to_log
+from test_eval_report import synthetic_predictions
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _help(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "100"}
+    res = subprocess.run([sys.executable, "-m", "skinlesion.cli.main", *args, "--help"],
+                         capture_output=True, text=True, env=env, timeout=120, check=True)
+    return res.stdout
+
+
+def test_help_has_no_bool_type_and_upper_case_arguments() -> None:
+    text = _help("train")
+    assert "<bool>" not in text and "{data_dir}" not in text
+    assert "{DATA_DIR}" in text and "--overwrite" in text
+    assert "{RUN_DIR}" in _help("predict")
+    assert "<bool>" not in _help()
+
+
+def test_predictions_csv_has_six_decimals(tiny_run: Path, tmp_path: Path) -> None:
+    make_image(tmp_path / "in" / "a.jpg", size=(40, 40), seed=3)
+    out = tmp_path / "p.csv"
+    res = CliRunner().invoke(app, ["predict", str(tiny_run), str(tmp_path / "in"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with open(out, newline="", encoding="utf-8") as fh:
+        prob = next(csv.DictReader(fh))["probability"]
+    assert len(prob.split(".")[1]) == 6, prob
+
+
+def test_export_folder_gets_the_usual_mode(tiny_run: Path, tmp_path: Path) -> None:
+    from skinlesion.inference.export import export_run
+
+    old = os.umask(0o022)
+    try:
+        result = export_run(tiny_run, "savedmodel", out=tmp_path / "sm", skip_check=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(result.path.stat().st_mode) == 0o755
+
+
+def test_native_stderr_is_logged_not_printed(capfd: pytest.CaptureFixture[str],
+                                             caplog: pytest.LogCaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SKINLESION_TF_LOGS", raising=False)
+    log = logging.getLogger("test.native")
+    with caplog.at_level(logging.DEBUG, logger="test.native"), \
+            native_stderr_to_log(log, "the converter"):
+        os.write(2, b"fully_quantize: 0, inference_type: 6\n")
+    err = capfd.readouterr().err  # a log handler may show the DEBUG record, never the raw line
+    assert not any(line.startswith("fully_quantize") for line in err.splitlines()), err
+    assert "fully_quantize" in caplog.text
+
+
+def test_report_title_recipe_and_docs_link() -> None:
+    from skinlesion.evaluation.evaluate import evaluate_predictions
+
+    result = evaluate_predictions(synthetic_predictions(), 0.5, bootstrap=0)
+    result.metrics["run"] = {"run_dir": "/home/me/skinlesion-demo/run", "backbone": "b",
+                             "input_size": 224, "preprocessing": "torch",
+                             "training_config": {"input_size": 0, "preprocessing": ""}}
+    html = render_report(EvalResult(metrics=result.metrics, predictions=result.predictions), {})
+    assert "<h1>Evaluation of skinlesion-demo/run</h1>" in html
+    assert "<code>input_size</code> 224 (the backbone" in html
+    assert "<code>preprocessing</code> torch (the backbone" in html
+    assert 'href="https://' in html
