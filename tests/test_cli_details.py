@@ -85,3 +85,37 @@ def test_report_title_recipe_and_docs_link() -> None:
     assert "<code>input_size</code> 224 (the backbone" in html
     assert "<code>preprocessing</code> torch (the backbone" in html
     assert 'href="https://' in html
+
+
+def test_cam_png_shows_photo_overlay_colour_bar_and_title(tiny_run: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    photo = make_image(tmp_path / "in" / "lesion.jpg", size=(120, 90), color=(200, 150, 130))
+    res = CliRunner().invoke(app, ["predict", str(tiny_run), str(photo), "--cam",
+                                   str(tmp_path / "cams"), "--json"])
+    assert res.exit_code == 0, res.output
+    png = np.asarray(Image.open(tmp_path / "cams" / "lesion.cam.png").convert("RGB"))
+    h, w = png.shape[:2]
+    assert w > 2 * h * 120 / 90 * 0.8  # two panels side by side (and a bar), not one overlay
+    # The untouched photo is in the left panel: its flat skin colour appears unblended.
+    left = png[:, : w // 2].reshape(-1, 3).astype(int)
+    assert (np.abs(left - [200, 150, 130]).sum(axis=1) < 12).mean() > 0.15
+    # jet's extremes (the colour bar) appear: deep blue and deep red.
+    flat = png.reshape(-1, 3).astype(int)
+    assert ((flat[:, 2] > 120) & (flat[:, 0] < 40) & (flat[:, 1] < 40)).any()
+    assert ((flat[:, 0] > 120) & (flat[:, 1] < 40) & (flat[:, 2] < 40)).any()
+
+
+def test_heatmap_panel_title_is_drawn() -> None:
+    import numpy as np
+
+    from skinlesion.inference.gradcam import heatmap_panel
+
+    photo = np.full((60, 80, 3), 255, np.uint8)
+    heat = np.zeros((8, 8), np.float32)
+    plain = heatmap_panel(photo, heat, title="")
+    titled = heatmap_panel(photo, heat, title="P(malignant) 74.0 % → malignant")
+    assert plain.shape == titled.shape and plain.dtype == np.uint8
+    top = slice(0, titled.shape[0] // 8)
+    assert (titled[top] < 100).sum() > (plain[top] < 100).sum() + 50  # dark title text
