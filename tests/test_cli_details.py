@@ -119,3 +119,10 @@ def test_heatmap_panel_title_is_drawn() -> None:
     assert plain.shape == titled.shape and plain.dtype == np.uint8
     top = slice(0, titled.shape[0] // 8)
     assert (titled[top] < 100).sum() > (plain[top] < 100).sum() + 50  # dark title text
+
+
+def test_piped_messages_do_not_wrap_paths(tmp_path: Path) -> None:
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "run-that-does-not-exist"
+    res = CliRunner().invoke(app, ["export", str(deep), "--format", "savedmodel"])
+    assert res.exit_code == 2
+    assert str(deep) in res.stderr, res.stderr  # on one line, not broken at 80 columns

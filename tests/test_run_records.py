@@ -32,14 +32,25 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+MESSAGES: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def cached_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from skinlesion.training.trainer import train
 
     out = tmp_path_factory.mktemp("records_run") / "run"
     cfg = tiny_config(data, out, mode="frozen", cache_features=True, head_epochs=3,
-                      feature_views=1)
-    return train(cfg).run_dir
+                      feature_views=2)
+    return train(cfg, progress=MESSAGES.append).run_dir
+
+
+def test_progress_reports_feature_rate_head_start_and_epochs(cached_run: Path) -> None:
+    text = "\n".join(MESSAGES)
+    assert "view 1/2 done: 16 images in" in text and "images/s" in text
+    assert "head: training on 32 cached feature vectors, up to 3 epochs" in text
+    assert "head epoch 1/3:" in text and "head epoch 3/3:" in text  # first and last
+    assert text.index("model: ") < text.index("feature pass") < text.index("head: training")
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ def cache_key(parts: dict[str, Any]) -> str:
 def extract_features(
     extractor: Any, base: Any, n: int, *, views: int, cache_dir: Path, key: str,
     batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> np.ndarray:
     """Pooled features for every element of ``base`` under ``views`` dihedral views.
 
@@ -63,6 +64,7 @@ def extract_features(
         key: Cache key (see ``cache_key``).
         batch_size: Forward-pass batch size.
         progress: Called with (views done, views total) after each view.
+        on_batch: Called after each forward pass with (view, images done in this view, n).
 
     Returns:
         float32 array ``(views, n, feature_dim)``.
@@ -93,6 +95,8 @@ def extract_features(
         for b, i in batches:
             parts.append(np.asarray(forward(b), dtype=np.float32))
             order.append(i.numpy())
+            if on_batch:
+                on_batch(view, sum(len(o) for o in order), n)
         # Rows in index order whatever order ``base`` yields (TFRecord shards interleave).
         idx = np.concatenate(order)
         if not np.array_equal(np.sort(idx), np.arange(n)):

@@ -131,6 +131,7 @@ def train(
         f"({int(splits.y_train.sum())} / {int(splits.y_val.sum())} malignant), {n_rep} replica(s)")
 
     ctx = stages.StageContext.create(cfg, run_dir, splits, strategy, verbose=verbose, say=say)
+    say(f"model: {ctx.bspec.name} at {ctx.size} px, weights {cfg.weights}")
     with strategy.scope():
         model = ctx.build_model()
     histories = []
