@@ -157,13 +157,14 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     ctx.say(f"feature pass: {len(ctx.splits.train)} train images × {views} views, "
             f"{len(ctx.splits.val)} val images (cached in {cache_dir})")
     rate = _RateReporter(ctx.say, views)
+    fbatch = _feature_batch(ctx.global_batch)
     x_train = extract_features(
         extractor, ctx.base_train, len(ctx.splits.train), views=views, cache_dir=cache_dir,
         key=cache_key({**key_parts, "paths": ctx.splits.train_paths}),
-        batch_size=ctx.global_batch, progress=rate.view_done, on_batch=rate.batch)
+        batch_size=fbatch, progress=rate.view_done, on_batch=rate.batch)
     x_val = extract_features(
         extractor, ctx.base_val, len(ctx.splits.val), views=1, cache_dir=cache_dir,
-        key=cache_key({**key_parts, "paths": ctx.splits.val_paths}), batch_size=ctx.global_batch)[0]
+        key=cache_key({**key_parts, "paths": ctx.splits.val_paths}), batch_size=fbatch)[0]
     ctx.timings["feature_pass_s"] = time.perf_counter() - t
 
     y_train = np.tile(ctx.splits.y_train, views)
@@ -212,6 +213,20 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     Path(str(hist_path) + ".part").unlink(missing_ok=True)
     frame.attrs["stage"] = "head"
     return frame
+
+
+CPU_FEATURE_BATCH = 16
+"""Forward-pass batch of the feature pass on a CPU-only machine."""
+
+
+def _feature_batch(global_batch: int) -> int:
+    # On CPUs a batch of 16 is as fast as 32 and the demo's peak memory drops by ~160 MB
+    # (activations of one forward pass); accelerators keep the training batch.
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"):
+        return global_batch
+    return min(global_batch, CPU_FEATURE_BATCH)
 
 
 class _RateReporter:
