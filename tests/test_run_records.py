@@ -124,3 +124,16 @@ def test_cli_exclude_overlap(cached_run: Path, overlapping: Path, tmp_path: Path
     assert doc["counts"]["n"] == 4 and doc["overlap"]["excluded"] is True
     ids = set(pd.read_csv(tmp_path / "e2" / "predictions.csv")["image_id"])
     assert not ids & {"copy_0", "copy_1", "copy_2"}
+
+
+def test_compare_flags_and_excludes_overlap(cached_run: Path, tiny_run: Path, overlapping: Path,
+                                            tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["compare", str(cached_run), str(tiny_run), "--data",
+                                   str(overlapping), "--out", str(tmp_path / "cmp"),
+                                   "--bootstrap", "0", "--exclude-overlap", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    names = list(doc["overlap"])
+    assert doc["overlap"][names[0]]["n_overlap"] == 4 and doc["overlap"][names[0]]["excluded"]
+    assert doc["overlap"][names[1]]["checked"] is False  # that run records no training data
+    assert doc["counts"]["n"] == 4

@@ -263,7 +263,7 @@ def make_spec(cfg: TrainConfig, ctx: Any, splits: Splits, val_prob: np.ndarray) 
         data_fingerprint=manifest_fingerprint(cfg.data_dir),
         code_version=f"skinlesion {__version__}" + (f" ({c})" if (c := git_commit()) else ""),
         versions=library_versions(), val_metrics=val_metrics,
-        train_prevalence=float(splits.y_train.mean()),
+        train_prevalence=float(splits.train["label"].astype(float).mean()),
         created=datetime.now(UTC).isoformat(timespec="seconds"), intended_use=INTENDED_USE,
     )
 
