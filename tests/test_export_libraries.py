@@ -63,3 +63,19 @@ def test_fail_keeps_square_brackets(capsys: pytest.CaptureFixture[str]) -> None:
         fail("install it: pip install 'skinlesion[export]' (files [a.csv, b.csv])")
     err = " ".join(capsys.readouterr().err.split())
     assert "'skinlesion[export]'" in err and "[a.csv, b.csv]" in err
+
+
+def test_tflite_export_and_runtime_print_nothing(tiny_run: Path, tmp_path: Path,
+                                                 capfd: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ai_edge_litert")
+    import numpy as np
+
+    monkeypatch.delenv("SKINLESION_TF_LOGS", raising=False)
+    result = ex.export_run(tiny_run, "tflite", quantize="float16", out=tmp_path / "t",
+                           skip_check=True)
+    probs = ex.TFLiteRuntime(result.model_file).predict(np.full((2, 32, 32, 3), 128, np.float32))
+    assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
+    err = capfd.readouterr().err
+    # Neither the converter's settings line nor LiteRT's delegate notice reaches the console.
+    assert "XNNPACK" not in err and "fully_quantize" not in err and "inference_type" not in err

@@ -257,7 +257,10 @@ class TFLiteRuntime:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:
             raise ExportError(f"running TFLite needs ai-edge-litert: {EXTRA_INSTALL}") from exc
-        self._interp = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++
+        # when it allocates tensors: a debug-level fact, not something to show a user.
+        with native_stderr_to_log(logger, "LiteRT"):
+            self._interp = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
         self._input = self._interp.get_input_details()[0]
         self._output = self._interp.get_output_details()[0]
         self._batch = -1
@@ -266,7 +269,8 @@ class TFLiteRuntime:
         x = np.asarray(images, np.float32)
         if len(x) != self._batch:
             self._interp.resize_tensor_input(self._input["index"], list(x.shape))
-            self._interp.allocate_tensors()
+            with native_stderr_to_log(logger, "LiteRT"):
+                self._interp.allocate_tensors()
             self._batch = len(x)
         dtype = self._input["dtype"]
         if np.issubdtype(dtype, np.integer):  # a fully-integer model: quantise the input
