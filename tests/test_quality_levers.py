@@ -214,7 +214,7 @@ def test_fused_diagnosis_run_spec_and_predictor(fused_run: Path, meta_data: Path
                                          "seborrheic_keratosis"]
     assert spec.diagnosis["malignant"] == [1, 1, 0, 0]
     assert spec.metadata["fields"] == ["age", "sex", "site"]
-    assert spec.train_malignant_share == pytest.approx(0.5)
+    assert spec.train_prevalence == pytest.approx(0.5)
     pred = Predictor.from_run(fused_run)
     assert pred.uses_metadata and pred.diagnosis_classes == spec.diagnosis["classes"]
     img = meta_data / "images" / "test_002.jpg"

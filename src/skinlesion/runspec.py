@@ -7,6 +7,7 @@ Commands talk to each other only through files::
       model.keras         whole model: raw 0–255 RGB in, P(malignant) out  (train)
       model_spec.json     ModelSpec below                     (train)
       history.csv         per-epoch metrics                   (train)
+      training_images.json  ids and hashes of the train/val images (train; overlap checks)
       logs/               TensorBoard                         (train)
       checkpoints/        resumable training state            (train)
       eval/               metrics.json, report.html, predictions.csv, plots  (evaluate)
@@ -59,6 +60,8 @@ class ModelSpec:
         code_version: skinlesion version and git commit.
         versions: Library versions at training time.
         val_metrics: Validation metrics at the chosen threshold.
+        train_prevalence: Malignant share of the training split (what the model's
+            probabilities are anchored to; ``None`` for older runs).
         created: ISO-8601 time of writing.
         intended_use: The intended-use statement shipped with the model.
         target: ``binary`` or ``diagnosis`` (then the model outputs
@@ -69,8 +72,6 @@ class ModelSpec:
             ``skinlesion.data.metadata.MetadataEncoder.to_dict``), or None (image only).
         color_constancy: Shades-of-Gray colour constancy inside the model (informational).
         members: For an ensemble: the member runs (name, backbone, input size, model id).
-        train_malignant_share: Malignant share of the training split (probabilities reflect
-            it, not a patient's risk).
     """
 
     backbone: str
@@ -88,6 +89,7 @@ class ModelSpec:
     code_version: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     val_metrics: dict[str, Any] = field(default_factory=dict)
+    train_prevalence: float | None = None
     created: str = ""
     intended_use: str = ""
     target: str = "binary"
@@ -95,7 +97,6 @@ class ModelSpec:
     metadata: dict[str, Any] | None = None
     color_constancy: bool = False
     members: list[dict[str, Any]] | None = None
-    train_malignant_share: float | None = None
     spec_version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:

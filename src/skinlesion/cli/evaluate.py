@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from skinlesion import INTENDED_USE
 from skinlesion.cli._common import err_console, fail, print_json
@@ -98,6 +99,10 @@ def evaluate_command(
                                                               "(default RUN_DIR/eval)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
+    exclude_overlap: bool = typer.Option(
+        False, "--exclude-overlap",
+        help="Leave out images the run was trained or validated on (matched by hash and id); "
+             "by default they are scored and flagged."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
 ) -> None:
     """Score RUN_DIR on a manifest split; write metrics, predictions, plots and report.html.
@@ -114,7 +119,8 @@ def evaluate_command(
         with _progress(disable=as_json or not err_console.is_terminal) as task:
             result = evaluate_run(run_dir, data, split=split, threshold=threshold, tta=tta,
                                   bootstrap=bootstrap, out=out, seed=seed,
-                                  batch_size=batch_size, progress=task("scoring", total))
+                                  batch_size=batch_size, progress=task("scoring", total),
+                                  exclude_overlap=exclude_overlap)
     except (RunError, ManifestError, ValueError) as exc:
         fail(str(exc), code=2)
     report = result.report_path
@@ -140,6 +146,9 @@ def compare_command(
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="Output folder (default FIRST_RUN/eval/compare)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    exclude_overlap: bool = typer.Option(
+        False, "--exclude-overlap",
+        help="Leave out images any run was trained or validated on (matched by hash and id)."),
     as_json: bool = typer.Option(False, "--json", help="Print compare.json on stdout."),
 ) -> None:
     """Compare runs on the same images: metrics side by side, paired DeLong tests of AUC.
@@ -159,7 +168,8 @@ def compare_command(
         with _progress(disable=as_json or not err_console.is_terminal) as task:
             result = compare_runs(runs, data, split=split, threshold=threshold, tta=tta,
                                   bootstrap=bootstrap, out=out, seed=seed,
-                                  progress=task("scoring", total * len(runs)))
+                                  progress=task("scoring", total * len(runs)),
+                                  exclude_overlap=exclude_overlap)
     except (RunError, ManifestError, ValueError) as exc:
         fail(str(exc), code=2)
     if as_json:
@@ -175,7 +185,9 @@ def compare_command(
         table.add_column(col, justify="right")
     for name, m in c["models"].items():
         s95 = m["fixed_rates"].get("specificity_at_sensitivity_0.95") or {}
-        table.add_row(name, _f(m["roc_auc"]), _ci(m.get("roc_auc_ci95")),
+        table.add_row(name, _f(m["roc_auc"]),
+                      _ci(m.get("roc_auc_ci95")) if m.get("roc_auc_ci_reliable", True)
+                      else "not reliable",
                       _f(s95.get("specificity")), _f(m["at_threshold"]["sensitivity"]),
                       _f(m["at_threshold"]["specificity"]))
     err_console.print(table)
@@ -185,6 +197,11 @@ def compare_command(
             err_console.print(f"{pair['a']} − {pair['b']}: ΔAUC {d['difference']:+.3f} "
                               f"(95 % CI {_ci(d['ci'])}), DeLong p = {_f(d['p_value'], 4)}",
                               highlight=False)
+    for name, overlap in (c.get("overlap") or {}).items():
+        if overlap.get("warning"):
+            style = "yellow" if overlap.get("excluded") else "bold red"
+            err_console.print(f"[{style}]overlap ({escape(name)}):[/] "
+                              f"{escape(overlap['warning'])}", highlight=False)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
     typer.echo(str(result.report_path))
 
@@ -215,7 +232,9 @@ def _print_summary(m: dict[str, Any]) -> None:
                             f"{100 * (counts['prevalence'] or 0):.1f} %)"
                   + (f", [red]{m['errors']['count']} unreadable[/]" if m["errors"]["count"]
                      else ""))
-    table.add_row("ROC AUC", f"{_f(rk['roc_auc'])}  (95 % CI {_ci(rk.get('roc_auc_ci95'))})")
+    auc_ci = (f"95 % CI {_ci(rk.get('roc_auc_ci95'))}" if rk.get("roc_auc_ci_reliable", True)
+              else f"no reliable CI: {rk.get('roc_auc_ci_note')}")
+    table.add_row("ROC AUC", f"{_f(rk['roc_auc'])}  ({auc_ci})")
     table.add_row("pAUC >80 % TPR", f"{_f(rk['pauc_tpr80'])}  (of 0.2)")
     table.add_row("avg precision", _f(rk["average_precision"]))
     table.add_row("threshold", f"{op['threshold']:.3f}  ({op.get('description', op['rule'])})")
@@ -223,10 +242,15 @@ def _print_summary(m: dict[str, Any]) -> None:
                                  f"{_ci(at.get('sensitivity_ci95'))})")
     table.add_row("specificity", f"{_f(at['specificity'])}  (95 % CI "
                                  f"{_ci(at.get('specificity_ci95'))})")
-    table.add_row("spec @ sens 95 %", _f(s95.get("specificity")))
+    table.add_row("spec @ sens 95 %", f"{_f(s95.get('specificity'))}  (threshold read off these "
+                                      "images: optimistic)" if s95 else "—")
     table.add_row("Brier / ECE", f"{_f(m['calibration']['brier'])} / "
                                  f"{_f(m['calibration']['ece'])}")
     err_console.print(table)
     if op.get("warning"):
-        err_console.print(f"[yellow]warning:[/] {op['warning']}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(op['warning'])}", highlight=False)
+    overlap = m.get("overlap") or {}
+    if overlap.get("warning"):
+        style = "yellow" if overlap.get("excluded") else "bold red"
+        err_console.print(f"[{style}]overlap:[/] {escape(overlap['warning'])}", highlight=False)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)

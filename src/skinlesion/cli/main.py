@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
+import sys
+from typing import Any
 
 import typer
 
@@ -50,30 +51,87 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """Configure logging (the library itself never prints)."""
-    from rich.logging import RichHandler
+    from skinlesion.utils.quiet import quiet_tensorflow, show_tensorflow_logs
 
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(
-        show_path=False, console=_stderr_console())], force=True)
-    # TensorFlow's C++ logs drown the useful lines; keep them unless -vv.
-    if verbose < 2:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=level, handlers=[_log_handler()], force=True)
+    # TensorFlow's C++/absl start-up lines (cuInit, oneDNN, absl::InitializeLog) look like
+    # failures and are not: silent by default, shown with -v.
+    if verbose:
+        show_tensorflow_logs()
+    else:
+        quiet_tensorflow()
 
 
-def _stderr_console():  # type: ignore[no-untyped-def]
-    from rich.console import Console
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
 
-    return Console(stderr=True)
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _log_handler() -> logging.Handler:
+    # Rich's handler on a terminal; plain lines when piped, so a log file or CI output is not
+    # wrapped at 80 columns in the middle of a path.
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        from skinlesion.cli._common import err_console
+
+        return RichHandler(show_path=False, console=err_console)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    return handler
 
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"skinlesion.cli.{_name}").register(app)
 
 
+def _tidy_help(command: Any) -> Any:
+    """Help text a newcomer reads without a legend.
+
+    Plain on/off flags get no ``<bool>`` type column, and every argument is shown by an
+    upper-case name (``{DATA_DIR}`` like ``{SOURCE}``, not ``{data_dir}``).
+    """
+    # Duck-typed: Typer builds on its own copy of click, so isinstance checks against click's
+    # classes would not match.
+    for param in command.params:
+        kind = getattr(param, "param_type_name", "")
+        if kind == "option" and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif kind == "argument" and param.metavar is None:
+            param.metavar = (param.name or "").upper()
+    make_help_option = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = make_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
+    return command
+
+
+def cli() -> Any:
+    """The click command behind ``skinlesion``, with tidied help."""
+    return _tidy_help(typer.main.get_command(app))
+
+
 def main() -> None:
     """Run the CLI."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app()
+    cli()()
 
 
 if __name__ == "__main__":

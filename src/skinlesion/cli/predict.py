@@ -141,13 +141,18 @@ def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for rec in records:
-            writer.writerow({k: "" if rec.get(k) is None else _cell(rec[k]) for k in columns})
+            writer.writerow({k: _cell(rec.get(k)) for k in columns})
 
 
 def _cell(value: Any) -> Any:
-    # A diagnosis model's class list, flattened for a spreadsheet: "melanoma 0.612; nevus …".
+    # Six decimals: a probability's 16 digits are float noise, not precision.
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    # A diagnosis model's class list, flattened for a spreadsheet: "melanoma 0.612000; …".
     if isinstance(value, list):
-        return "; ".join(f"{d['diagnosis']} {d['probability']:.4f}" for d in value)
+        return "; ".join(f"{d['diagnosis']} {d['probability']:.6f}" for d in value)
     return value
 
 
@@ -190,13 +195,13 @@ class _CamWriter:
         self.predictor = predictor
         self.folder = folder
         self.batch_size = batch_size
-        self.pending: list[str] = []
+        self.pending: list[PredictionRow] = []
         self.written: dict[str, str] = {}
         self._names: Counter[str] = Counter()
 
     def add(self, row: PredictionRow) -> None:
         if row.error is None:
-            self.pending.append(row.path)
+            self.pending.append(row)
             if len(self.pending) >= self.batch_size:
                 self.flush()
 
@@ -211,23 +216,25 @@ class _CamWriter:
         import numpy as np
 
         from skinlesion.data.pipeline import to_model_input
-        from skinlesion.inference.gradcam import overlay, save_png
+        from skinlesion.inference.gradcam import heatmap_panel, save_png
         from skinlesion.inference.predictor import ImageError, open_rgb
 
-        photos, xs, paths = [], [], []
-        for p in self.pending:
+        photos, xs, rows = [], [], []
+        for row in self.pending:
             try:
-                img = open_rgb(p)
+                img = open_rgb(row.path)
             except ImageError:  # vanished since it was predicted: the row already has a result
                 continue
             photos.append(img)
             xs.append(to_model_input(img, self.predictor.input_size))
-            paths.append(p)
+            rows.append(row)
         self.pending = []
         if not xs:
             return
         maps = self.predictor.heatmaps(np.stack(xs))
-        for p, img, heat in zip(paths, photos, maps, strict=True):
-            target = self._name(p)
-            save_png(target, overlay(img, heat))
-            self.written[p] = os.fspath(target)
+        for row, img, heat in zip(rows, photos, maps, strict=True):
+            target = self._name(row.path)
+            title = (f"{Path(row.path).name}: P(malignant) {row.probability:.1%} → "
+                     f"{row.decision} (threshold {self.predictor.threshold:.1%})")
+            save_png(target, heatmap_panel(img, heat, title=title))
+            self.written[row.path] = os.fspath(target)

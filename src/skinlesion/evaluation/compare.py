@@ -32,6 +32,7 @@ from skinlesion.evaluation.bootstrap import (
     stratified_bootstrap,
 )
 from skinlesion.evaluation.evaluate import fixed_rate_metrics, ranking_metrics
+from skinlesion.evaluation.intervals import auc_interval_reliability, rate_intervals
 from skinlesion.evaluation.metrics import (
     UndefinedMetricError,
     as_arrays,
@@ -42,6 +43,7 @@ from skinlesion.evaluation.metrics import (
     threshold_metrics,
 )
 from skinlesion.evaluation.operating_point import ThresholdRule
+from skinlesion.evaluation.overlap import overlap_summary
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +126,12 @@ def model_summary(y: np.ndarray, p: np.ndarray, threshold: float, *, n_boot: int
             row["roc_auc_ci95"] = stratified_bootstrap(y, p, n_boot=n_boot, seed=seed).auc_ci
         except UndefinedMetricError:
             row["roc_auc_ci95"] = None
+        check = auc_interval_reliability(row["roc_auc_ci95"], int(y.sum()), int(y.size - y.sum()))
+        row["roc_auc_ci_reliable"] = check["reliable"]
+        if check["reason"] and row["roc_auc_ci95"] is not None:
+            row["roc_auc_ci_note"] = check["reason"]
     row["at_threshold"] = threshold_metrics(y, p, threshold)
+    row["at_threshold"].update(rate_intervals(row["at_threshold"]))
     row["fixed_rates"] = fixed_rate_metrics(y, p)
     collect(row, "brier", brier_score, y, p)
     return row
@@ -204,7 +211,8 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
                  tta: int = 1, bootstrap: int = DEFAULT_REPLICATES,
                  out: str | os.PathLike[str] | None = None, seed: int = 0,
                  batch_size: int = 32,
-                 progress: Callable[[int], None] | None = None) -> CompareResult:
+                 progress: Callable[[int], None] | None = None,
+                 exclude_overlap: bool = False) -> CompareResult:
     """Score several runs on the same manifest split and compare them pairwise.
 
     Images that any run fails to read are dropped for every run (a paired test needs
@@ -221,6 +229,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
         seed: Bootstrap seed.
         batch_size: Images per forward pass.
         progress: Called with the number of images just scored.
+        exclude_overlap: Leave out images that any run was trained or validated on.
 
     Returns:
         The :class:`CompareResult` with files written.
@@ -241,6 +250,17 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
     manifest = read_manifest(data_dir)
     rows = select_split(manifest, split, where=str(manifest_path(data_dir)))
     names = _names(runs)
+    overlap: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for name, run in zip(names, runs, strict=True):
+        overlap[name], matches = overlap_summary(rows, run, excluded=exclude_overlap)
+        seen |= set(matches["image_id"])
+        if overlap[name].get("warning"):
+            logger.warning("%s: %s", name, overlap[name]["warning"])
+    if exclude_overlap and seen:
+        rows = rows[~rows["image_id"].astype(str).isin(seen)].reset_index(drop=True)
+        if rows.empty:
+            raise ValueError("every image of the split was seen in training by some run")
     scored: dict[str, pd.DataFrame] = {}
     operating: dict[str, dict[str, Any]] = {}
     errors: list[pd.DataFrame] = []
@@ -279,6 +299,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
                  "manifest_sha256": manifest_fingerprint(data_dir), "split": split,
                  "n_images": len(rows), "n_shared": len(table)},
         "tta": tta,
+        "overlap": overlap,
         "runs": {n: {"run_dir": str(r.resolve()), "backbone": specs[n].backbone,
                      "input_size": specs[n].input_size, "model_id": specs[n].model_id,
                      "operating_point": operating[n]} for n, r in zip(names, runs, strict=True)},

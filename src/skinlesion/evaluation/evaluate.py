@@ -33,6 +33,12 @@ from skinlesion.data.targets import DiagnosisClasses
 from skinlesion.evaluation.bootstrap import DEFAULT_REPLICATES, stratified_bootstrap
 from skinlesion.evaluation.calibration import DEFAULT_BINS, calibration_summary
 from skinlesion.evaluation.diagnosis import diagnosis_metrics
+from skinlesion.evaluation.intervals import (
+    MIN_CASES_FOR_AUC_CI,
+    PROPORTION_METHOD,
+    auc_interval_reliability,
+    rate_intervals,
+)
 from skinlesion.evaluation.metadata_effect import metadata_effect, metadata_only_probabilities
 from skinlesion.evaluation.metrics import (
     PAUC_MIN_TPR,
@@ -56,8 +62,9 @@ from skinlesion.evaluation.operating_point import (
     threshold_for_sensitivity,
     youden_threshold,
 )
+from skinlesion.evaluation.overlap import overlap_summary
 from skinlesion.evaluation.subgroups import MIN_PER_CLASS, subgroup_metrics
-from skinlesion.runspec import CONFIG_FILE, EVAL_DIR, ModelSpec, require_run
+from skinlesion.runspec import CONFIG_FILE, EVAL_DIR, HISTORY_FILE, ModelSpec, require_run
 from skinlesion.utils.atomic import (
     atomic_path,
     atomic_write_bytes,
@@ -78,7 +85,10 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "split", "path",
 )
 ROC_BAND_POINTS = 101
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: Wilson intervals for the rates (``*_ci95`` keys kept, ``ppv_ci95``/``npv_ci95`` added),
+``roc_auc_ci_reliable``/``roc_auc_ci_note``, ``intervals``, ``fixed_rates.*.chosen_on``."""
+FIXED_RATES_NOTE = "read off the evaluated images themselves: optimistic"
 
 Progress = Callable[[int], None]
 
@@ -121,10 +131,18 @@ def evaluate_predictions(df: pd.DataFrame, threshold: float, *,
         "ranking": ranking_metrics(y, p),
         "at_threshold": threshold_metrics(y, p, threshold),
         "fixed_rates": fixed_rate_metrics(y, p),
+        "intervals": {"confidence": 0.95, "rates": PROPORTION_METHOD,
+                      "roc_auc": "stratified percentile bootstrap",
+                      "min_cases_for_auc_ci": MIN_CASES_FOR_AUC_CI},
         "calibration": {**calibration_summary(y, p, n_bins)},
     }
     collect(metrics["calibration"], "brier", brier_score, y, p)
+    # Score intervals for the rates: a bootstrap collapses to zero width at 0 % or 100 %.
+    metrics["at_threshold"].update(rate_intervals(metrics["at_threshold"]))
     curves: dict[str, Any] = {}
+    if metrics["at_threshold"]["sensitivity_ci95"] and metrics["at_threshold"]["specificity_ci95"]:
+        curves["operating_ci"] = {"sensitivity_ci": metrics["at_threshold"]["sensitivity_ci95"],
+                                  "specificity_ci": metrics["at_threshold"]["specificity_ci95"]}
     metrics["bootstrap"] = _bootstrap_block(y, p, threshold, bootstrap, seed, metrics, curves)
     metrics["subgroups"] = subgroup_metrics(df, threshold, n_boot=bootstrap, seed=seed,
                                             min_per_class=min_per_class)
@@ -146,7 +164,11 @@ def ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
 
 
 def fixed_rate_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
-    """Specificity at fixed sensitivities and sensitivity at fixed specificities."""
+    """Specificity at fixed sensitivities and sensitivity at fixed specificities.
+
+    Each threshold is read off the scored images themselves, so each figure is optimistic
+    (``chosen_on`` says so); the operating point is the one fixed on validation.
+    """
     out: dict[str, Any] = {}
     for target in SENSITIVITY_TARGETS:
         collect(out, f"specificity_at_sensitivity_{target:.2f}", specificity_at_sensitivity,
@@ -154,6 +176,9 @@ def fixed_rate_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     for target in SPECIFICITY_TARGETS:
         collect(out, f"sensitivity_at_specificity_{target:.2f}", sensitivity_at_specificity,
                 y, p, target)
+    for value in out.values():
+        if isinstance(value, dict) and "threshold" in value:
+            value["chosen_on"] = FIXED_RATES_NOTE
     return out
 
 
@@ -162,16 +187,19 @@ def _bootstrap_block(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int
     if n_boot <= 0:
         return {"replicates": 0, "skipped": "bootstrap disabled (--bootstrap 0)"}
     try:
-        boot = stratified_bootstrap(y, p, threshold=threshold, n_boot=n_boot, seed=seed,
-                                    roc_points=ROC_BAND_POINTS)
+        boot = stratified_bootstrap(y, p, n_boot=n_boot, seed=seed, roc_points=ROC_BAND_POINTS)
     except UndefinedMetricError as exc:
         return {"replicates": 0, "skipped": str(exc)}
     summary = boot.summary()
-    metrics["ranking"]["roc_auc_ci95"] = summary["roc_auc_ci"]
-    metrics["at_threshold"]["sensitivity_ci95"] = summary["sensitivity_ci"]
-    metrics["at_threshold"]["specificity_ci95"] = summary["specificity_ci"]
+    ci = summary["roc_auc_ci"]
+    check = auc_interval_reliability(ci, int(y.sum()), int(y.size - y.sum()))
+    metrics["ranking"]["roc_auc_ci95"] = ci
+    metrics["ranking"]["roc_auc_ci_reliable"] = check["reliable"]
+    if check["reason"]:
+        metrics["ranking"]["roc_auc_ci_note"] = check["reason"]
     curves["roc_band"] = boot.roc_band()
-    curves["operating_ci"] = {k: summary[k] for k in ("sensitivity_ci", "specificity_ci")}
+    if check["reliable"]:
+        curves["auc_ci"] = ci
     return {k: summary[k] for k in ("method", "replicates", "seed", "confidence")}
 
 
@@ -335,7 +363,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
                  tta: int = 1, bootstrap: int = DEFAULT_REPLICATES,
                  out: str | os.PathLike[str] | None = None, seed: int = 0,
                  batch_size: int = 32, progress: Progress | None = None,
-                 predictor: Predictor | None = None) -> EvalResult:
+                 predictor: Predictor | None = None,
+                 exclude_overlap: bool = False) -> EvalResult:
     """Evaluate a trained run on a manifest split and write ``RUN_DIR/eval/`` (or ``out``).
 
     Args:
@@ -351,6 +380,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         batch_size: Images per forward pass.
         progress: Called with the number of images just scored.
         predictor: An already loaded predictor for ``run_dir`` (else loaded here).
+        exclude_overlap: Leave out images the run was trained or validated on (found by
+            hash and id, see ``overlap.py``); by default they are scored and flagged.
 
     Returns:
         The result, with ``files`` naming everything written (``report`` = report.html).
@@ -366,6 +397,15 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
     rule = ThresholdRule.parse(threshold)
     manifest = read_manifest(data_dir)
     rows = select_split(manifest, split, where=str(manifest_path(data_dir)))
+    overlap, seen = overlap_summary(rows, run, excluded=exclude_overlap)
+    if overlap.get("warning"):
+        logger.warning("%s", overlap["warning"])
+    if exclude_overlap and len(seen):
+        rows = rows[~rows["image_id"].astype(str).isin(set(seen["image_id"]))]
+        if rows.empty:
+            raise ValueError(f"every image of split {split!r} was seen in training; "
+                             "nothing left to evaluate with --exclude-overlap")
+        rows = rows.reset_index(drop=True)
     predictor = predictor or Predictor.from_run(run)
     spec = predictor.spec
 
@@ -408,7 +448,11 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         "tta": tta,
         "run": describe_run(run, spec),
         "data": describe_data(data_dir, split, rows, scored, errors),
+        "overlap": overlap,
     }))
+    history = read_history(run)
+    if history is not None:
+        result.curves["history"] = history
     return write_evaluation(result, Path(out) if out is not None else run / EVAL_DIR)
 
 
@@ -437,6 +481,18 @@ def describe_run(run: Path, spec: ModelSpec) -> dict[str, Any]:
     }
     info["training_config"] = read_training_config(run)
     return info
+
+
+def read_history(run: Path) -> pd.DataFrame | None:
+    """``RUN_DIR/history.csv`` (per-epoch metrics of every stage), or ``None``."""
+    path = run / HISTORY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: cannot read the training history (%s)", path, exc)
+        return None
 
 
 def read_training_config(run: Path) -> dict[str, Any] | None:
@@ -491,8 +547,10 @@ def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str], *,
                                   gallery_size=gallery_size).items()}
     for name, png in figures.items():
         files[name] = atomic_write_bytes(out / f"{name}.png", png)
+    # Probabilities to 6 decimals: the 16-digit floats are noise (metrics use full precision).
     files["predictions"] = _write_csv(
-        result.predictions.drop(columns=["file"], errors="ignore"), out / "predictions.csv")
+        result.predictions.drop(columns=["file"], errors="ignore").round({"probability": 6}),
+        out / "predictions.csv")
     if not result.errors.empty:
         files["errors"] = _write_csv(result.errors, out / "errors.csv")
     files["metrics"] = out / "metrics.json"

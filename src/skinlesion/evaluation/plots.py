@@ -230,7 +230,8 @@ def plot_subgroup_auc(subgroups: Mapping[str, Any], overall_auc: float | None = 
             ax.text(0.5, -i, "AUC undefined", va="center", ha="center", fontsize=8,
                     color="#7f8c8d")
             continue
-        ci = row.get("roc_auc_ci")
+        # An interval flagged unreliable (too few cases, zero width) is not drawn as one.
+        ci = row.get("roc_auc_ci") if row.get("roc_auc_ci_reliable", True) else None
         xerr = None if not ci else [[row["roc_auc"] - ci[0]], [ci[1] - row["roc_auc"]]]
         ax.errorbar([row["roc_auc"]], [-i], xerr=xerr, fmt="o", capsize=3,
                     color=MALIGNANT_COLOR,
@@ -276,6 +277,44 @@ def _thumbnail(path: str, size: int) -> np.ndarray:
     img = open_image(path, draft_size=size)
     img.thumbnail((size, size))
     return np.asarray(img)
+
+
+_STAGE_COLORS = ("#2e86c1", "#c0392b", "#27ae60", "#8e44ad")
+
+
+def plot_training_curves(history: pd.DataFrame) -> Figure:
+    """Loss and ROC AUC per epoch from ``history.csv``: train solid, validation dashed.
+
+    Each stage (``head``, ``frozen``, ``finetune``) has its own colour on one global
+    epoch axis, so a fine-tuning stage is seen continuing from where the head left off.
+
+    Args:
+        history: ``RUN_DIR/history.csv`` (``stage``, ``epoch``, ``loss``, ``val_loss``,
+            ``auc``, ``val_auc``; missing columns are skipped).
+
+    Returns:
+        A figure with two panels (loss, AUC).
+    """
+    fig = Figure(figsize=(FIGSIZE[0] * 2, FIGSIZE[1]))
+    axes = fig.subplots(1, 2)
+    stages = history["stage"] if "stage" in history else pd.Series("train", index=history.index)
+    epochs = history["epoch"] if "epoch" in history else pd.Series(range(len(history)))
+    for ax, metric, label in ((axes[0], "loss", "Loss"), (axes[1], "auc", "ROC AUC")):
+        for i, stage in enumerate(dict.fromkeys(stages)):
+            rows = (stages == stage).to_numpy()
+            color = _STAGE_COLORS[i % len(_STAGE_COLORS)]
+            for column, style, who in ((metric, "-", "train"), (f"val_{metric}", "--", "val")):
+                if column in history:
+                    ax.plot(epochs[rows], history.loc[rows, column], style, color=color, lw=1.3,
+                            label=f"{stage} {who}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        _finish(ax, f"{label} per epoch")
+    fig.tight_layout()
+    return fig
 
 
 def plot_error_gallery(errors: pd.DataFrame, *, n: int = 12, columns: int = 4,
@@ -342,6 +381,7 @@ FIGURE_TITLES: dict[str, str] = {
     "threshold_curves": "Sensitivity and specificity vs threshold",
     "subgroup_auc": "AUC by subgroup",
     "error_gallery": "Most confident errors",
+    "training_curves": "Training curves",
 }
 """Every figure the evaluation writes (``<name>.png``) and embeds in the report."""
 
@@ -368,7 +408,7 @@ def evaluation_figures(result: EvalResult, errors: pd.DataFrame, *,
     if both:
         figs["roc"] = plot_roc(y, p, t, band=result.curves.get("roc_band"),
                                operating_ci=result.curves.get("operating_ci"),
-                               auc_ci=result.metrics["ranking"].get("roc_auc_ci95")).figure_
+                               auc_ci=result.curves.get("auc_ci")).figure_
         figs["precision_recall"] = plot_precision_recall(y, p, t).figure_
     figs["confusion_matrix"] = plot_confusion_matrix(y, p, t, class_names=names).figure_
     if both:
@@ -387,6 +427,9 @@ def evaluation_figures(result: EvalResult, errors: pd.DataFrame, *,
     if "image_id" not in gallery:
         gallery["image_id"] = gallery.index.astype(str)
     figs["error_gallery"] = plot_error_gallery(gallery, n=gallery_size)
+    history = result.curves.get("history")
+    if isinstance(history, pd.DataFrame) and not history.empty:
+        figs["training_curves"] = plot_training_curves(history)
     return figs
 
 

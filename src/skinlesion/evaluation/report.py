@@ -27,7 +27,7 @@ CLINICAL_PREVALENCE = 0.018
 FIGURE_CAPTIONS: dict[str, str] = {
     "roc": "Each point of the curve is one threshold: sensitivity against 1 − specificity. "
            "The shaded band is the 95 % pointwise bootstrap band; the black point is the "
-           "operating threshold, with 95 % bootstrap intervals for its sensitivity and "
+           "operating threshold, with 95 % Wilson score intervals for its sensitivity and "
            "specificity. The dashed diagonal is chance.",
     "precision_recall": "Precision (PPV) against recall (sensitivity). The dashed line is the "
                         "prevalence of these data — the precision of guessing. At clinical "
@@ -48,6 +48,11 @@ FIGURE_CAPTIONS: dict[str, str] = {
                     "mean the model recognises the source rather than the lesion.",
     "error_gallery": "The errors the model was most sure about: missed malignant lesions "
                      "(false negatives) first, then benign lesions called malignant.",
+    "training_curves": "Loss and ROC AUC per epoch from the run's history.csv, one colour per "
+                       "training stage: training solid, validation dashed. Validation loss "
+                       "rising while training loss falls is overfitting; the best epoch by "
+                       "the monitored metric is the one kept. TensorBoard logs of every "
+                       "stage are in the run's logs/ folder.",
 }
 
 
@@ -127,6 +132,11 @@ def png_data_uri(png: bytes) -> str:
 def caveats(metrics: Mapping[str, Any]) -> list[str]:
     """Plain-language caveats derived from the measured numbers."""
     notes: list[str] = []
+    overlap = metrics.get("overlap") or {}
+    if overlap.get("warning"):
+        notes.append(overlap["warning"])
+    elif overlap and not overlap.get("checked"):
+        notes.append(f"Train/test overlap not checked: {overlap.get('source')}.")
     counts = metrics.get("counts", {})
     prev = counts.get("prevalence")
     at = metrics.get("at_threshold", {})
@@ -181,9 +191,29 @@ def caveats(metrics: Mapping[str, Any]) -> list[str]:
 # === Rendering ===
 
 
+DOCS_URL = "https://example.invalid/skinlesion"
+"""The project's home page (``[project.urls]`` in pyproject.toml); the metric definitions
+are in its docs/EVALUATION.md, which a pip install does not ship."""
+
+_GENERIC_RUN_NAMES = frozenset({"run", "runs", "out", "output", "model", "eval", "."})
+
+
 def _title(run: Mapping[str, Any]) -> str:
-    name = Path(str(run["run_dir"])).name if run.get("run_dir") else ""
+    path = Path(str(run["run_dir"])) if run.get("run_dir") else None
+    name = path.name if path else ""
+    if path is not None and name.lower() in _GENERIC_RUN_NAMES and path.parent.name:
+        name = f"{path.parent.name}/{name}"  # "skinlesion-demo/run", not "run"
     return f"Evaluation of {name or run.get('model_id') or 'a model'}"
+
+
+def _recipe(config: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """The training config, with "use the backbone's default" values resolved from the spec."""
+    recipe = flatten(config)
+    if not recipe.get("input_size") and run.get("input_size"):
+        recipe["input_size"] = f"{run['input_size']} (the backbone's default)"
+    if not recipe.get("preprocessing") and run.get("preprocessing"):
+        recipe["preprocessing"] = f"{run['preprocessing']} (the backbone's default)"
+    return recipe
 
 
 def render_report(result: EvalResult, figures: Mapping[str, bytes]) -> str:
@@ -197,7 +227,8 @@ def render_report(result: EvalResult, figures: Mapping[str, bytes]) -> str:
         "figures": [{"name": name, "title": FIGURE_TITLES.get(name, name),
                      "caption": FIGURE_CAPTIONS.get(name, ""), "src": png_data_uri(png)}
                     for name, png in figures.items()],
-        "recipe": flatten(config) if isinstance(config, Mapping) else {},
+        "recipe": _recipe(config, m.get("run") or {}) if isinstance(config, Mapping) else {},
+        "docs_url": DOCS_URL,
         "caveats": caveats(m),
         "errors": result.errors.to_dict("records"),
         "rendered": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.evaluation.bootstrap import DEFAULT_REPLICATES, stratified_bootstrap
+from skinlesion.evaluation.intervals import auc_interval_reliability, rate_intervals
 from skinlesion.evaluation.metrics import (
     UndefinedMetricError,
     class_counts,
@@ -78,7 +79,8 @@ def subgroup_row(y: np.ndarray, p: np.ndarray, threshold: float, *, n_boot: int,
 
     Returns:
         ``n``, ``n_positive``, ``n_negative``, ``prevalence``, ``roc_auc``, ``roc_auc_ci``,
-        ``sensitivity``, ``specificity``, ``ppv``, ``npv``, ``too_small`` and ``undefined``
+        ``roc_auc_ci_reliable`` (and ``roc_auc_ci_note``), ``sensitivity``, ``specificity``,
+        ``ppv``, ``npv`` with Wilson ``*_ci95``, ``too_small`` and ``undefined``
         reasons for any ``None``.
     """
     row: dict[str, Any] = class_counts(y)
@@ -88,9 +90,16 @@ def subgroup_row(y: np.ndarray, p: np.ndarray, threshold: float, *, n_boot: int,
             if n_boot > 0 else None
     except UndefinedMetricError:
         row["roc_auc_ci"] = None
+    check = auc_interval_reliability(row["roc_auc_ci"], row["n_positive"], row["n_negative"],
+                                     min_per_class)
+    row["roc_auc_ci_reliable"] = check["reliable"]
+    if check["reason"] and row["roc_auc_ci"] is not None:
+        row["roc_auc_ci_note"] = check["reason"]
     at = threshold_metrics(y, p, threshold)
+    cis = rate_intervals(at)
     for key in ("sensitivity", "specificity", "ppv", "npv"):
         row[key] = at[key]
+        row[f"{key}_ci95"] = cis[f"{key}_ci95"]
         if key in at.get("undefined", {}):
             row.setdefault("undefined", {})[key] = at["undefined"][key]
     row["too_small"] = bool(row["n_positive"] < min_per_class or row["n_negative"] < min_per_class)

@@ -151,7 +151,7 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
         members=[{"run": str(r.resolve()), "backbone": s.backbone, "input_size": s.input_size,
                   "model_id": s.model_id, "target": s.target, "metadata": bool(s.metadata),
                   "val_auc": s.val_metrics.get("roc_auc")} for r, s in zip(runs, specs, strict=True)],
-        train_malignant_share=specs[0].train_malignant_share,
+        train_prevalence=specs[0].train_prevalence,
         code_version=f"skinlesion {__version__}" + (f" ({c})" if (c := git_commit()) else ""),
         versions=library_versions(), intended_use=INTENDED_USE,
         created=datetime.now(UTC).isoformat(timespec="seconds"),

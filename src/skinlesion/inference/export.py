@@ -22,6 +22,7 @@ written atomically: a temporary folder holding the model, ``model_spec.json`` an
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ import numpy as np
 
 from skinlesion.runspec import CONFIG_FILE, SPEC_FILE
 from skinlesion.utils.atomic import atomic_write_json
+from skinlesion.utils.quiet import native_stderr_to_log
 
 if TYPE_CHECKING:
     from skinlesion.inference.parity import ImageSample
@@ -53,8 +55,47 @@ OUTPUT_NAME = "probability"
 ONNX_OPSET = 17
 
 
+EXTRA_INSTALL = "pip install 'skinlesion[export]'"
+
+# Which libraries each format needs: (module, distribution, what for). Checked before any
+# conversion starts, so a missing one costs nothing.
+_LIBRARIES: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
+    # (module, distribution, purpose, needed only for the parity check)
+    "savedmodel": (),
+    "tflite": (("ai_edge_litert", "ai-edge-litert", "running TFLite", True),),
+    "onnx": (("tf2onnx", "tf2onnx", "ONNX export", False),
+             ("onnxruntime", "onnxruntime", "running ONNX", True)),
+}
+
+
 class ExportError(ValueError):
     """An export that cannot be made (bad option, missing library, no check images)."""
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def missing_libraries(fmt: str, *, check: bool = True) -> list[str]:
+    """``"<purpose> needs <distribution>"`` for each library ``fmt`` needs and lacks.
+
+    Args:
+        fmt: ``savedmodel``, ``tflite`` or ``onnx``.
+        check: Whether the parity check will run (it needs the format's runtime).
+    """
+    return [f"{purpose} needs {dist}" for module, dist, purpose, for_check in _LIBRARIES.get(fmt, ())
+            if (check or not for_check) and not _have(module)]
+
+
+def require_libraries(fmt: str, *, check: bool = True) -> None:
+    """Raise before any work if ``fmt`` needs a library that is not installed.
+
+    Raises:
+        ExportError: naming the libraries and the install command (the ``export`` extra).
+    """
+    missing = missing_libraries(fmt, check=check)
+    if missing:
+        raise ExportError(f"{'; '.join(missing)}: {EXTRA_INSTALL}")
 
 
 @dataclass
@@ -138,7 +179,11 @@ def export_tflite(saved_model: str | os.PathLike[str], target: str | os.PathLike
         converter.representative_dataset = dataset
     elif quantize is not None:
         raise ExportError(f"unknown quantisation {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
-    Path(target).write_bytes(converter.convert())
+    # The converter prints a line of its settings ("fully_quantize: 0, inference_type: 6, …")
+    # straight to stderr from C++; it says nothing a user needs (logged at debug level).
+    with native_stderr_to_log(logger, "the TFLite converter"):
+        flatbuffer = converter.convert()
+    Path(target).write_bytes(flatbuffer)
     return Path(target)
 
 
@@ -154,7 +199,7 @@ def export_onnx(saved_model: str | os.PathLike[str], target: str | os.PathLike[s
     try:
         import tf2onnx
     except ImportError as exc:
-        raise ExportError("ONNX export needs tf2onnx: pip install 'skinlesion[export]'") from exc
+        raise ExportError(f"ONNX export needs tf2onnx: {EXTRA_INSTALL}") from exc
     loaded = tf.saved_model.load(os.fspath(saved_model))
     signature = loaded.signatures["serving_default"]
     spec = tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=INPUT_NAME)
@@ -211,9 +256,11 @@ class TFLiteRuntime:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:
-            raise ExportError("running TFLite needs ai-edge-litert: "
-                              "pip install 'skinlesion[export]'") from exc
-        self._interp = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+            raise ExportError(f"running TFLite needs ai-edge-litert: {EXTRA_INSTALL}") from exc
+        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++
+        # when it allocates tensors: a debug-level fact, not something to show a user.
+        with native_stderr_to_log(logger, "LiteRT"):
+            self._interp = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
         self._input = self._interp.get_input_details()[0]
         self._output = self._interp.get_output_details()[0]
         self._batch = -1
@@ -222,7 +269,8 @@ class TFLiteRuntime:
         x = np.asarray(images, np.float32)
         if len(x) != self._batch:
             self._interp.resize_tensor_input(self._input["index"], list(x.shape))
-            self._interp.allocate_tensors()
+            with native_stderr_to_log(logger, "LiteRT"):
+                self._interp.allocate_tensors()
             self._batch = len(x)
         dtype = self._input["dtype"]
         if np.issubdtype(dtype, np.integer):  # a fully-integer model: quantise the input
@@ -250,8 +298,7 @@ class OnnxRuntime:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise ExportError("running ONNX needs onnxruntime: "
-                              "pip install 'skinlesion[export]'") from exc
+            raise ExportError(f"running ONNX needs onnxruntime: {EXTRA_INSTALL}") from exc
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -366,6 +413,7 @@ def export_run(
         raise ExportError(f"unknown quantisation {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
     if quantize is not None and fmt != "tflite":
         raise ExportError(f"--quantize applies to tflite only, not {fmt}")
+    require_libraries(fmt, check=not skip_check)  # first: before minutes of conversion
     step = progress or (lambda _msg: None)
     pred = predictor or Predictor.from_run(run_dir)
     target = Path(out) if out is not None else default_out_dir(run_dir, fmt, quantize)
@@ -394,6 +442,9 @@ def export_run(
 
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    # mkdtemp makes the folder private (0700); the export is renamed into place, so give it
+    # the mode any folder made by this user gets (0755 under the usual umask 022).
+    os.chmod(work, 0o777 & ~_umask())
     try:
         scratch = work / "_savedmodel"
         step("exporting SavedModel")
@@ -433,6 +484,12 @@ def export_run(
     final_model = target if fmt == "savedmodel" else target / Path(model_file).name
     return ExportResult(path=target, model_file=final_model, format=fmt, quantize=quantize,
                         parity=parity, size_bytes=_size(final_model))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _replace_dir(new: Path, target: Path) -> None:

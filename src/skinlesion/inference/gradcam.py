@@ -228,6 +228,59 @@ def overlay(image: Any, heatmap: np.ndarray, *, alpha: float = DEFAULT_ALPHA,
     return np.clip(base * (1.0 - weight) + colour * weight, 0, 255).round().astype(np.uint8)
 
 
+def heatmap_panel(image: Any, heatmap: np.ndarray, *, title: str, alpha: float = DEFAULT_ALPHA,
+                  cmap: str = DEFAULT_CMAP, max_side: int = 640, dpi: int = 100) -> np.ndarray:
+    """The photo beside its Grad-CAM overlay, with a colour bar and a title (one RGB image).
+
+    What ``predict --cam`` writes: an overlay alone hides the lesion it is drawn over and
+    does not say what the colours or the score were.
+
+    Args:
+        image: The photo (PIL image or ``(H, W, 3)`` array).
+        heatmap: ``(h, w)`` map in [0, 1].
+        title: Shown above both panels, e.g. the probability and the decision.
+        alpha: Overlay weight (see :func:`overlay`).
+        cmap: Matplotlib colormap name.
+        max_side: Longer side of each panel in pixels at most.
+        dpi: Rendering resolution.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    blended = overlay(image, heatmap, alpha=alpha, cmap=cmap, max_side=max_side)
+    h, w = blended.shape[:2]
+    photo = np.asarray(_as_rgb_image(image).resize((w, h)), dtype=np.uint8)
+    panel_w = 4.0
+    fig = Figure(figsize=(2 * panel_w + 0.9, panel_w * h / w + 0.8), dpi=dpi, layout="compressed")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    for ax, img, label in ((axes[0], photo, "photo"), (axes[1], blended, "Grad-CAM overlay")):
+        ax.imshow(img)
+        ax.set_title(label, fontsize=9)
+        ax.set_axis_off()
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap=cmap), ax=axes, shrink=0.8,
+                       fraction=0.04, pad=0.02)
+    bar.set_label("evidence for malignant (1 = this image's strongest)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
+    return np.array(rgba[..., :3], dtype=np.uint8)
+
+
+def _as_rgb_image(image: Any) -> Any:
+    from PIL import Image
+
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(
+        np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8))
+    return pil.convert("RGB")
+
+
 def png_bytes(rgb: np.ndarray) -> bytes:
     """Encode an ``(H, W, 3)`` uint8 array as PNG."""
     import io

@@ -42,6 +42,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from skinlesion import INTENDED_USE, __version__
+from skinlesion.service.api_docs import add_offline_docs
 
 if TYPE_CHECKING:
     from skinlesion.inference.predictor import Predictor
@@ -259,7 +260,9 @@ def create_app(
         version=__version__,
         description=f"Benign vs malignant skin-lesion classification.\n\n**{INTENDED_USE}**",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served from bundled assets below, not a CDN
     )
+    add_offline_docs(app, title="skinlesion")
     app.state.predictor = None
     app.state.max_bytes = max_bytes
     app.state.max_pixels = max_pixels
@@ -270,7 +273,8 @@ def create_app(
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if not request.url.path.startswith(("/docs", "/redoc")):  # Swagger UI loads from a CDN
+        # The docs pages run inline bootstrap scripts, which this policy would block.
+        if not request.url.path.startswith(("/docs", "/redoc")):
             response.headers.setdefault(
                 "Content-Security-Policy",
                 "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "

@@ -23,6 +23,11 @@ import pandas as pd
 
 from skinlesion import INTENDED_USE, __version__
 from skinlesion.data.manifest import manifest_fingerprint, read_manifest, resolve_paths
+from skinlesion.evaluation.overlap import (
+    TRAINING_IMAGES_FILE,
+    training_images_record,
+    write_training_images,
+)
 from skinlesion.runspec import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -126,6 +131,7 @@ def train(
         f"({int(splits.y_train.sum())} / {int(splits.y_val.sum())} malignant), {n_rep} replica(s)")
 
     ctx = stages.StageContext.create(cfg, run_dir, splits, strategy, verbose=verbose, say=say)
+    say(f"model: {ctx.bspec.name} at {ctx.size} px, weights {cfg.weights}")
     with strategy.scope():
         model = ctx.build_model()
     histories = []
@@ -152,6 +158,8 @@ def train(
     best_epoch, best_value = stages.best_of(history, cfg.monitor)
     timings["total_s"] = time.perf_counter() - t0
     spec.val_metrics.update({"best_epoch": best_epoch, cfg.monitor: best_value})
+    write_training_images(run_dir, training_images_record(splits.train, splits.val,
+                                                          spec.data_fingerprint))
     write_run(run_dir, model, spec, history)
     if not is_chief():  # the chief wrote the run; drop this worker's private copy
         run_dir = release_worker_dir(run_dir, Path(cfg.out))
@@ -180,7 +188,7 @@ def open_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
     finished = (run / MODEL_FILE).is_file() and (run / SPEC_FILE).is_file()
     started = (run / CONFIG_FILE).is_file() or (run / CHECKPOINTS_DIR).is_dir()
     if overwrite:
-        for name in (MODEL_FILE, SPEC_FILE, CONFIG_FILE, HISTORY_FILE):
+        for name in (MODEL_FILE, SPEC_FILE, CONFIG_FILE, HISTORY_FILE, TRAINING_IMAGES_FILE):
             (run / name).unlink(missing_ok=True)
         for name in (LOGS_DIR, CHECKPOINTS_DIR, EVAL_DIR):
             shutil.rmtree(run / name, ignore_errors=True)
@@ -264,11 +272,11 @@ def make_spec(cfg: TrainConfig, ctx: Any, splits: Splits, val_prob: np.ndarray) 
         data_fingerprint=manifest_fingerprint(cfg.data_dir),
         code_version=f"skinlesion {__version__}" + (f" ({c})" if (c := git_commit()) else ""),
         versions=library_versions(), val_metrics=val_metrics,
+        train_prevalence=float(splits.train["label"].astype(float).mean()),
         created=datetime.now(UTC).isoformat(timespec="seconds"), intended_use=INTENDED_USE,
         target=cfg.target, diagnosis=ctx.classes.to_dict() if ctx.classes else None,
         metadata=ctx.encoder.to_dict() if ctx.encoder else None,
         color_constancy=bool(cfg.color_constancy),
-        train_malignant_share=float(splits.y_train.mean()),
     )
 
 

@@ -3,7 +3,7 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const state = { maxBytes: 20 * 1024 * 1024, previewUrl: null, busy: false };
+  const state = { maxBytes: 20 * 1024 * 1024, previewUrl: null, busy: false, trainShare: null };
 
   function showError(message) {
     $("error").textContent = message;
@@ -39,6 +39,8 @@
         }
         $("metadata").hidden = false;
       }
+      const share = card.spec.train_prevalence;
+      state.trainShare = typeof share === "number" ? share : null;
     } catch (err) {
       $("model-info").textContent = "Model: unavailable (" + err.message + ")";
     }
@@ -97,6 +99,14 @@
 
   function render(result, heatmapWanted) {
     $("probability").textContent = percent(result.probability);
+    // The number is the model's score, anchored to its training data, not a patient's risk.
+    $("probability-note").textContent =
+      "This probability reflects the training data, " +
+      (state.trainShare === null
+        ? "whose malignant share this model does not record"
+        : "in which " + (100 * state.trainShare).toFixed(1) + " % of images were malignant") +
+      " (far more than among lesions seen in practice); it is not this patient's risk of " +
+      "skin cancer.";
     const decision = $("decision");
     decision.textContent = result.decision;
     decision.className = "decision " + result.decision;
