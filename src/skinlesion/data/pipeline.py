@@ -73,6 +73,25 @@ def image_dataset(
     return ds
 
 
+_MAXINT32 = 2**31 - 1
+
+
+def _guard_zero_global_seed() -> None:
+    """Let a dataset function use a tensor op seed even when TensorFlow's global seed is 0.
+
+    ``tf.random.set_seed(0)`` (or ``keras.utils.set_random_seed(0)``, i.e. ``--seed 0``)
+    makes ``random_seed.get_seed`` compare ``(0, op_seed)`` with ``(0, 0)``, which a
+    tensor op seed — our per-epoch shuffle seeds — cannot do ("symbolic tensor as a
+    bool"). Inside the traced dataset function only, a global seed of 0 becomes 1; any
+    other global seed, and the user's own state, are left alone.
+    """
+    import tensorflow as tf
+
+    graph = tf.compat.v1.get_default_graph()
+    if not tf.executing_eagerly() and graph.seed is not None and graph.seed % _MAXINT32 == 0:
+        graph.seed = 1
+
+
 def shard_by_data(ds: Any) -> Any:
     """Set the auto-shard policy explicitly to DATA on a dataset that feeds ``fit``.
 
@@ -138,6 +157,7 @@ def feature_batches(x: np.ndarray | tuple[np.ndarray, ...], y: np.ndarray, batch
     ds = tf.data.Dataset.from_tensor_slices((xs, ys))
     if seed is not None:
         def one_epoch(epoch: Any) -> Any:
+            _guard_zero_global_seed()
             epoch_seed = tf.cast(seed, tf.int64) * 7919 + epoch
             return ds.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False
                               ).batch(batch_size)
@@ -194,6 +214,7 @@ def training_stream(
         return wrap(x, y, i, epoch) if wrap is not None else (x, y)
 
     def one_epoch(epoch: Any) -> Any:
+        _guard_zero_global_seed()
         epoch_seed = tf.cast(seed, tf.int64) * 7919 + epoch
         if balanced:
             pos = base.filter(lambda x, y, i: y > 0.5).shuffle(buffer, seed=epoch_seed).repeat()
