@@ -10,7 +10,14 @@ from typing import Any
 import typer
 
 from skinlesion import INTENDED_USE
-from skinlesion.cli._common import err_console, fail, print_json
+from skinlesion.cli._common import (
+    RUNTIME_HELP,
+    check_runtime,
+    err_console,
+    fail,
+    load_predictor,
+    print_json,
+)
 
 SPLITS = ("test", "val", "train", "all")
 
@@ -98,6 +105,7 @@ def evaluate_command(
                                                               "(default RUN_DIR/eval)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
+    runtime: str = typer.Option("auto", "--runtime", callback=check_runtime, help=RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
 ) -> None:
     """Score RUN_DIR on a manifest split; write metrics, predictions, plots and report.html.
@@ -111,10 +119,12 @@ def evaluate_command(
     try:
         require_run(run_dir)
         total = _count(data, split)
+        predictor = load_predictor(run_dir, runtime, quiet=as_json)
         with _progress(disable=as_json or not err_console.is_terminal) as task:
             result = evaluate_run(run_dir, data, split=split, threshold=threshold, tta=tta,
                                   bootstrap=bootstrap, out=out, seed=seed,
-                                  batch_size=batch_size, progress=task("scoring", total))
+                                  batch_size=batch_size, progress=task("scoring", total),
+                                  predictor=predictor)
     except (RunError, ManifestError, ValueError) as exc:
         fail(str(exc), code=2)
     report = result.report_path

@@ -19,8 +19,11 @@ read (``Content-Length``) or as soon as the streamed bytes pass the limit
 (chunked uploads); images over ``max_pixels`` (decompression bombs) and anything
 that is not an image get 422; every error is JSON ``{"detail": ...}``. The server
 only ever reads the uploaded bytes — a client-sent file name is a label, never a
-path. Inference runs in worker threads (the event loop stays free) through the
-Predictor's lock; at most ``max_pending`` requests wait, beyond that 503.
+path. Uploads are decoded in worker threads; the decoded images of concurrent
+requests are gathered into micro-batches (``service/batching.py``: at most
+``max_batch`` images, the first waiting at most ``max_wait_ms``) and predicted in one
+model thread, so the event loop (and ``/v1/health``) never waits for the model. At
+most ``max_pending`` requests are admitted at once; beyond that 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from skinlesion import INTENDED_USE, __version__
+from skinlesion.service.batching import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_WAIT_MS,
+    MicroBatcher,
+    QueueFull,
+)
 
 if TYPE_CHECKING:
     from skinlesion.inference.predictor import Predictor
@@ -197,10 +207,13 @@ def create_app(
     *,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_pending: int = 16,
+    max_pending: int = DEFAULT_MAX_QUEUE,
     workers: int = 2,
     warmup: bool = True,
     read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S,
+    runtime: str = "auto",
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
 ) -> FastAPI:
     """Build the FastAPI app for one run.
 
@@ -208,24 +221,26 @@ def create_app(
         source: A run directory (loaded once, at start-up) or an already loaded ``Predictor``.
         max_upload_mb: Largest accepted request body in MB (2**20 bytes). Defaults to 20.
         max_pixels: Largest accepted image (width × height). Defaults to 50 MP.
-        max_pending: Requests allowed to wait for or run inference at once; more get 503.
-            Defaults to 16.
-        workers: Threads decoding and predicting in parallel (the model itself is
-            serialised by the Predictor's lock). Defaults to 2.
-        warmup: Trace the prediction and Grad-CAM graphs at start-up so the first request
-            is not slow. Defaults to True.
+        max_pending: Requests admitted at once (being decoded, waiting for or in a model
+            call); more get 503 with Retry-After. Defaults to 64.
+        workers: Threads decoding uploads (and drawing heatmaps) in parallel. Defaults to 2.
+        warmup: Run the model once per batch size bound at start-up (and trace Grad-CAM
+            when the runtime is Keras) so the first request is not slow. Defaults to True.
         read_timeout_s: A client that sends no body bytes for this long is answered 408 and
             disconnected (None: wait forever). Defaults to 15.
+        runtime: Model runtime when ``source`` is a run folder (see
+            ``skinlesion.inference.runtimes``). Defaults to ``auto``.
+        max_batch: Images per model call at most. Defaults to 16.
+        max_wait_ms: Longest wait of a batch's first request for others. Defaults to 2.
 
     Returns:
         The ASGI app (``uvicorn.run(app)``); ``app.state.predictor`` holds the Predictor
-        once started.
+        and ``app.state.batcher`` the ``MicroBatcher`` once started.
     """
     from skinlesion.inference.tta import TTA_CHOICES
 
     max_bytes = int(max_upload_mb * 2**20)
     limiter = anyio.CapacityLimiter(max(1, workers))
-    pending = 0
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -234,13 +249,23 @@ def create_app(
         if isinstance(source, Predictor):
             predictor = source
         else:
-            predictor = await anyio.to_thread.run_sync(Predictor.from_run, source)
+            predictor = await anyio.to_thread.run_sync(
+                lambda: Predictor.from_run(source, runtime=runtime))
         if warmup:
-            await anyio.to_thread.run_sync(_warm_up, predictor)
+            await anyio.to_thread.run_sync(_warm_up, predictor, max_batch)
+        batcher = MicroBatcher(lambda x, views: predictor.predict_arrays(
+            x, tta=views, batch_size=max_batch), max_batch=max_batch, max_wait_ms=max_wait_ms,
+            max_queue=max_pending)
+        await batcher.start()
+        app.state.batcher = batcher
         app.state.predictor = predictor
-        logger.info("serving model %s", predictor.model_id)
-        yield
-        app.state.predictor = None
+        logger.info("serving model %s (runtime %s, micro-batches of up to %d, %g ms wait)",
+                    predictor.model_id, predictor.runtime_name, max_batch, max_wait_ms)
+        try:
+            yield
+        finally:
+            app.state.predictor = None
+            await batcher.stop()
 
     app = FastAPI(
         title="skinlesion",
@@ -249,6 +274,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.predictor = None
+    app.state.batcher = None
     app.state.max_bytes = max_bytes
     app.state.max_pixels = max_pixels
 
@@ -284,8 +310,8 @@ def create_app(
         heatmap_form: bool | None = Form(None, alias="heatmap", include_in_schema=False),
         tta_form: int | None = Form(None, alias="tta", include_in_schema=False),
     ) -> Any:
-        nonlocal pending
         predictor = predictor_or_503(request)
+        batcher: MicroBatcher = request.app.state.batcher
         want_heatmap = bool(heatmap_form) if heatmap_form is not None else heatmap
         views = tta_form if tta_form is not None else tta
         if views not in TTA_CHOICES:
@@ -295,16 +321,13 @@ def create_app(
         data = await image.read()
         if not data:
             raise HTTPException(422, f"{label}: empty upload")
-        if pending >= max_pending:
-            raise HTTPException(503, "server busy, retry shortly")
-        pending += 1
         try:
-            result = await anyio.to_thread.run_sync(
-                _predict_upload, predictor, data, label, views, want_heatmap, max_pixels,
-                limiter=limiter)
-        finally:
-            pending -= 1
-        return result
+            with batcher.admit():  # raises QueueFull when max_pending requests are in
+                return await _predict_upload(predictor, batcher, limiter, data, label, views,
+                                             want_heatmap, max_pixels)
+        except QueueFull as exc:
+            raise HTTPException(503, str(exc),
+                                headers={"Retry-After": str(exc.retry_after_s)}) from None
 
     @app.get("/v1/health", response_model=Health, summary="Liveness and model status")
     async def health(request: Request) -> Any:
@@ -326,6 +349,9 @@ def create_app(
             "input": {"size": predictor.input_size, "format": "RGB photo; resized whole "
                       "(no crop) to the model input; normalisation is inside the model"},
             "tta_choices": list(TTA_CHOICES),
+            "runtime": predictor.runtime_name,
+            "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms,
+                         "max_pending": max_pending},
             "limits": {"max_upload_mb": max_bytes / 2**20, "max_pixels": max_pixels,
                        "formats": ["JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF"]},
             "spec": spec,
@@ -362,35 +388,53 @@ def create_app(
 
 # === Work done in threads ===
 
-def _warm_up(predictor: Predictor) -> None:
+def _warm_up(predictor: Predictor, max_batch: int) -> None:
     import numpy as np
 
-    x = np.zeros((1, predictor.input_size, predictor.input_size, 3), np.float32)
-    predictor.predict_arrays(x)
+    # Every batch size up to the bound: a TFLite interpreter re-allocates per new shape,
+    # and the first call of each shape should not fall on a client.
+    for n in sorted({1, 2, 4, 8, max_batch}):
+        if n <= max_batch:
+            x = np.zeros((n, predictor.input_size, predictor.input_size, 3), np.float32)
+            predictor.predict_arrays(x, batch_size=n)
+    if predictor.runtime_name != "keras":
+        return  # Grad-CAM (Keras) loads on the first heatmap request: a smaller server
     try:
-        predictor.heatmaps(x)
+        predictor.heatmaps(np.zeros((1, predictor.input_size, predictor.input_size, 3),
+                                    np.float32))
     except Exception:  # heatmaps are optional; a model without Grad-CAM still serves
         logger.warning("Grad-CAM unavailable for this model", exc_info=True)
 
 
-def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, heatmap: bool,
-                    max_pixels: int) -> dict[str, Any]:
+def _decode(predictor: Predictor, data: bytes, label: str, max_pixels: int) -> tuple[Any, Any]:
     from skinlesion.data.pipeline import to_model_input
-    from skinlesion.inference.predictor import (
-        NONFINITE_ERROR,
-        ImageError,
-        NonFiniteOutputError,
-        open_rgb,
-    )
+    from skinlesion.inference.predictor import ImageError, open_rgb
 
-    start = time.perf_counter()
     try:
         img = open_rgb(data, name=label, max_pixels=max_pixels)
     except ImageError as exc:
         raise HTTPException(422, str(exc)) from None
-    x = to_model_input(img, predictor.input_size)[None]
+    return img, to_model_input(img, predictor.input_size)
+
+
+def _heatmap_png(predictor: Predictor, img: Any, x: Any) -> str:
+    from skinlesion.inference.gradcam import overlay, png_bytes
+
+    heat = predictor.heatmaps(x[None])[0]
+    png = png_bytes(overlay(img, heat, max_side=HEATMAP_MAX_SIDE))
+    return base64.b64encode(png).decode("ascii")
+
+
+async def _predict_upload(predictor: Predictor, batcher: MicroBatcher,
+                          limiter: anyio.CapacityLimiter, data: bytes, label: str, tta: int,
+                          heatmap: bool, max_pixels: int) -> dict[str, Any]:
+    from skinlesion.inference.predictor import NONFINITE_ERROR, NonFiniteOutputError
+
+    start = time.perf_counter()
+    img, x = await anyio.to_thread.run_sync(_decode, predictor, data, label, max_pixels,
+                                            limiter=limiter)
     try:
-        probability = float(predictor.predict_arrays(x, tta=tta)[0])
+        probability = await batcher.predict(x, tta)
     except NonFiniteOutputError:  # the model is at fault, not the upload: never answer NaN
         raise HTTPException(500, f"{label}: {NONFINITE_ERROR}") from None
     out: dict[str, Any] = {
@@ -405,11 +449,8 @@ def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, hea
         "intended_use": INTENDED_USE,
     }
     if heatmap:
-        from skinlesion.inference.gradcam import overlay, png_bytes
-
-        heat = predictor.heatmaps(x)[0]
-        png = png_bytes(overlay(img, heat, max_side=HEATMAP_MAX_SIDE))
-        out["heatmap_png_base64"] = base64.b64encode(png).decode("ascii")
+        out["heatmap_png_base64"] = await anyio.to_thread.run_sync(
+            _heatmap_png, predictor, img, x, limiter=limiter)
     out["elapsed_ms"] = round((time.perf_counter() - start) * 1000.0, 2)
     return out
 
