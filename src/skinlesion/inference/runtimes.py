@@ -121,9 +121,10 @@ class _Base:
         missing = [n for n in self.input_names if n not in inputs]
         if missing and len(self.input_names) == 1 and len(inputs) == 1:
             return [np.ascontiguousarray(next(iter(inputs.values())), np.float32)]
-        if missing:
-            raise ValueError(f"{self.name} runtime: missing input(s) {missing}; it takes "
-                             f"{list(self.input_names)}")
+        unknown = [n for n in inputs if n not in self.input_names]
+        if missing or unknown:
+            raise ValueError(f"{self.name} runtime: missing input(s) {missing}, unexpected "
+                             f"input(s) {unknown}; it takes {list(self.input_names)}")
         return [np.ascontiguousarray(inputs[n], np.float32) for n in self.input_names]
 
 
