@@ -37,7 +37,7 @@ def serve_command(
         help="Seconds a client may take to send its request headers, or pause while sending "
              "a body, before it is disconnected with 408 (slow-client guard)."),
     runtime: str = typer.Option("auto", "--runtime", callback=check_runtime, help=RUNTIME_HELP),
-    max_batch: int = typer.Option(16, "--max-batch", min=1,
+    max_batch: int = typer.Option(8, "--max-batch", min=1,
                                   help="Concurrent requests predicted in one model call, at most."),
     max_wait_ms: float = typer.Option(
         2.0, "--max-wait-ms", min=0.0,

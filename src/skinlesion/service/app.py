@@ -230,7 +230,7 @@ def create_app(
             disconnected (None: wait forever). Defaults to 15.
         runtime: Model runtime when ``source`` is a run folder (see
             ``skinlesion.inference.runtimes``). Defaults to ``auto``.
-        max_batch: Images per model call at most. Defaults to 16.
+        max_batch: Images per model call at most. Defaults to 8.
         max_wait_ms: Longest wait of a batch's first request for others. Defaults to 2.
 
     Returns:

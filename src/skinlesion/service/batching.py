@@ -39,7 +39,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH = 16
+DEFAULT_MAX_BATCH = 8
 """Images per model call at most (see docs/DEPLOYMENT.md for the measurement behind it)."""
 DEFAULT_MAX_WAIT_MS = 2.0
 """How long the first request of a batch waits for others (only when the model is idle)."""
@@ -106,7 +106,7 @@ class MicroBatcher:
 
     Args:
         predict: The batched model call (e.g. ``Predictor.predict_arrays``).
-        max_batch: Images per model call at most. Defaults to 16.
+        max_batch: Images per model call at most. Defaults to 8.
         max_wait_ms: Longest wait of a batch's first request for company. Defaults to 2.
         max_queue: Requests admitted at once (decoding, queued or running). Defaults to 64.
 
