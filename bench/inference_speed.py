@@ -339,7 +339,7 @@ def _service(run_dir: Path, photos: list[Path], quick: bool) -> dict[str, Any]:
         for setup, server in servers.items():
             with contextlib.suppress(Exception):
                 runtimes[setup] = httpx.get(f"{server.url}/v1/model", timeout=5).json()["runtime"]
-    return {setup: {"setup": setup, "options": " ".join(SERVICE_SETUPS[setup]) or "(defaults)",
+    return {setup: {"setup": setup, "options": " ".join(SERVICE_SETUPS[setup]) or "defaults",
                     "runtime": runtimes.get(setup), "rows": rows[setup],
                     "peak_rss_mb": max(peaks[setup])} for setup in SERVICE_SETUPS}
 
@@ -463,9 +463,14 @@ def targets(value: dict[str, Any]) -> list[dict[str, Any]]:
         single <= TARGETS["single_ms"])
     speedup = keras_single / single
     add("… vs Keras", "≥ 3×", f"{speedup:.2f}×", speedup >= TARGETS["single_speedup"])
+    # Over 100 % means the matmul probe got less of the shared CPU than the model did:
+    # the share cannot be judged from this run.
+    trusted = share is not None and share <= 1.0
     add("Batch inference, share of float32 matmul peak", "≥ 50 %",
-        None if share is None else f"{100 * share:.0f} %",
-        None if share is None else share >= TARGETS["peak_share"])
+        None if share is None else f"{100 * share:.0f} % of {value['matmul_peak_gflops']:.0f} "
+                                   f"GFLOP/s measured now" + ("" if trusted else
+                                                              " (unreliable under this load)"),
+        share >= TARGETS["peak_share"] if trusted and share is not None else None)
     one = default_svc.get(1, {})
     add("Service, 1 client, p50", "≤ 20 ms", _fmt_ms(one.get("p50_ms")),
         None if one.get("p50_ms") is None else one["p50_ms"] <= TARGETS["p50_1_ms"])
