@@ -78,7 +78,7 @@ def serve_command(
     err_console.print(f"serving {run_dir} on http://{host}:{port}/  (API docs: /docs)",
                       highlight=False)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
-    options = {"run_dir": os.fspath(run_dir), "max_upload_mb": max_upload_mb,
+    options: dict[str, Any] = {"run_dir": os.fspath(run_dir), "max_upload_mb": max_upload_mb,
                "max_pixels": max_pixels, "read_timeout_s": client_timeout, "runtime": runtime,
                "max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_pending": max_pending}
     if workers > 1:
