@@ -406,7 +406,8 @@ def select_runtime(run_dir: str | os.PathLike[str] | None, requested: str = "aut
         RuntimeUnavailable: if an explicitly requested runtime has no artefact in the run.
     """
     if requested not in RUNTIME_CHOICES:
-        raise ValueError(f"unknown runtime {requested!r}; choose one of {', '.join(RUNTIME_CHOICES)}")
+        raise ValueError(f"unknown runtime {requested!r}; choose one of "
+                         f"{', '.join(RUNTIME_CHOICES)}")
     if requested == "keras":
         return Selection("keras", None)
     if run_dir is None:
@@ -420,9 +421,9 @@ def select_runtime(run_dir: str | os.PathLike[str] | None, requested: str = "aut
         art = find_artefact(run_dir, requested, digest)
         if art is None:
             fmt = "tflite --quantize int8" if requested == "tflite-int8" else requested
-            raise RuntimeUnavailable(
-                f"{run_dir}: no {requested} model (expected {Path(run_dir) / 'export' / ARTEFACT_DIRS[requested] / MODEL_FILES[requested]}); "
-                f"create it with: skinlesion export {run_dir} --format {fmt}")
+            expected = Path(run_dir) / "export" / ARTEFACT_DIRS[requested] / MODEL_FILES[requested]
+            raise RuntimeUnavailable(f"{run_dir}: no {requested} model (expected {expected}); "
+                                     f"create it with: skinlesion export {run_dir} --format {fmt}")
         note = f"runtime {requested}: {art.parity_summary()}"
         if requested != "tflite-int8" and not art.verified:
             note += f" (not verified: {'; '.join(art.problems)})"
