@@ -157,3 +157,43 @@ def test_batcher_groups_by_tta_and_fails_only_nonfinite_images() -> None:
     # max_batch 4: the first round takes four (three at tta 1, one at tta 2: one call per
     # tta), the fifth request forms the next batch.
     assert calls[:2] == [(3, 1), (1, 2)] and calls[2:] == [(1, 1)]
+
+
+def test_serve_workers_starts_processes_that_each_answer(tiny_run: Path, photos) -> None:
+    """``skinlesion serve --workers 2``: uvicorn's worker processes build the app themselves."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "skinlesion.cli.main", "serve", str(tiny_run),
+                             "--port", str(port), "--workers", "2", "--max-batch", "4",
+                             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=2).json().get("model_loaded"):
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("serve --workers 2 did not start")
+        answers = [_post(url, *photos[i % len(photos)]) for i in range(6)]
+        assert [r.status_code for r in answers] == [200] * 6
+        card = httpx.get(f"{url}/v1/model", timeout=10).json()
+        assert card["batching"]["max_batch"] == 4 and card["runtime"] == "keras"
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(c.cmdline())]
+        assert len(workers) >= 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
