@@ -11,8 +11,12 @@ Commands talk to each other only through files::
       logs/               TensorBoard                         (train)
       checkpoints/        resumable training state            (train)
       eval/               metrics.json, report.html, predictions.csv, plots  (evaluate)
+      export/tflite/      model.tflite + model_spec.json + parity.json      (train, export)
+      export/<format>[-<quantize>]/  other exports, same layout             (export)
 
-``predict``, ``export`` and ``serve`` read only ``model.keras`` and ``model_spec.json``.
+``predict``, ``evaluate`` and ``serve`` read ``model.keras`` and ``model_spec.json``, and
+use an ``export/`` runtime instead of Keras when its ``parity.json`` shows it gives the
+Keras model's answers for this very ``model.keras`` (``skinlesion.inference.runtimes``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,14 @@ import typer
 from rich.markup import escape
 
 from skinlesion import INTENDED_USE
-from skinlesion.cli._common import err_console, fail, print_json
+from skinlesion.cli._common import (
+    RUNTIME_HELP,
+    check_runtime,
+    err_console,
+    fail,
+    load_predictor,
+    print_json,
+)
 
 SPLITS = ("test", "val", "train", "all")
 
@@ -103,6 +110,7 @@ def evaluate_command(
         False, "--exclude-overlap",
         help="Leave out images the run was trained or validated on (matched by hash and id); "
              "by default they are scored and flagged."),
+    runtime: str = typer.Option("auto", "--runtime", callback=check_runtime, help=RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json on stdout."),
 ) -> None:
     """Score RUN_DIR on a manifest split; write metrics, predictions, plots and report.html.
@@ -116,11 +124,12 @@ def evaluate_command(
     try:
         require_run(run_dir)
         total = _count(data, split)
+        predictor = load_predictor(run_dir, runtime, quiet=as_json)
         with _progress(disable=as_json or not err_console.is_terminal) as task:
             result = evaluate_run(run_dir, data, split=split, threshold=threshold, tta=tta,
                                   bootstrap=bootstrap, out=out, seed=seed,
                                   batch_size=batch_size, progress=task("scoring", total),
-                                  exclude_overlap=exclude_overlap)
+                                  exclude_overlap=exclude_overlap, predictor=predictor)
     except (RunError, ManifestError, ValueError) as exc:
         fail(str(exc), code=2)
     report = result.report_path

@@ -9,8 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.progress import ProgressColumn
+from rich.text import Text
 
-from skinlesion.cli._common import err_console, fail, print_json
+from skinlesion.cli._common import (
+    RUNTIME_HELP,
+    check_runtime,
+    err_console,
+    fail,
+    load_predictor,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from skinlesion.inference.predictor import PredictionRow, Predictor
@@ -49,6 +58,7 @@ def predict_command(
         None, "--metadata",
         help="CSV of clinical metadata (path/filename or image_id, and age, sex, site) for a "
              "model trained with --metadata; images without a row count as unknown."),
+    runtime: str = typer.Option("auto", "--runtime", callback=check_runtime, help=RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Predict P(malignant) for images with a trained run, batched, with a progress bar.
@@ -60,18 +70,14 @@ def predict_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from skinlesion import INTENDED_USE
-    from skinlesion.inference.predictor import Predictor, find_images
-    from skinlesion.runspec import RunError
+    from skinlesion.inference.predictor import find_images
 
     paths, problems = find_images(inputs)
     for msg in problems:
         err_console.print(f"[yellow]warning:[/] {msg}", highlight=False)
     if not paths:
         fail("no images to predict", code=1)
-    try:
-        predictor = Predictor.from_run(run_dir)
-    except RunError as exc:
-        fail(str(exc), code=2)
+    predictor = load_predictor(run_dir, runtime)
 
     meta_rows = None
     if metadata is not None:
@@ -91,7 +97,8 @@ def predict_command(
                               "as unknown", highlight=False)
     cam_writer = _CamWriter(predictor, cam, batch_size) if cam is not None else None
     rows: list[PredictionRow] = []
-    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               _RateColumn())
     with Progress(*columns, console=err_console, transient=True,
                   disable=not err_console.is_terminal) as bar:
         task = bar.add_task("predict", total=len(paths))
@@ -114,7 +121,7 @@ def predict_command(
         print_json({
             "run": str(run_dir), "model_id": predictor.model_id, "backbone": predictor.spec.backbone,
             "threshold": predictor.threshold, "inconclusive_band": predictor.spec.inconclusive_band,
-            "tta": tta, "intended_use": INTENDED_USE, "summary": summary, "rows": records,
+            "runtime": predictor.runtime_name, "tta": tta, "intended_use": INTENDED_USE, "summary": summary, "rows": records,
         })
     elif out is None:
         _print_table(records)
@@ -125,6 +132,14 @@ def predict_command(
 
 
 # === Output ===
+
+class _RateColumn(ProgressColumn):
+    """Images per second (rich's moving average over the last batches)."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.1f} img/s", style="progress.data.speed")
+
 
 def _record(row: PredictionRow, cams: _CamWriter | None) -> dict[str, Any]:
     rec = row.to_dict()

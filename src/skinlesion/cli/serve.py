@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from skinlesion.cli._common import err_console, fail
+from skinlesion.cli._common import RUNTIME_HELP, check_runtime, err_console, fail
+
+OPTIONS_ENV = "SKINLESION_SERVE_OPTIONS"
+"""How ``--workers N`` hands the app's options to uvicorn's worker processes (JSON)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +36,20 @@ def serve_command(
         15.0, "--client-timeout", min=0.1,
         help="Seconds a client may take to send its request headers, or pause while sending "
              "a body, before it is disconnected with 408 (slow-client guard)."),
+    runtime: str = typer.Option("auto", "--runtime", callback=check_runtime, help=RUNTIME_HELP),
+    max_batch: int = typer.Option(8, "--max-batch", min=1,
+                                  help="Concurrent requests predicted in one model call, at most."),
+    max_wait_ms: float = typer.Option(
+        2.0, "--max-wait-ms", min=0.0,
+        help="How long an idle server holds a request to batch it with others (ms)."),
+    max_pending: int = typer.Option(
+        64, "--max-pending", min=1,
+        help="Requests admitted at once (decoding, queued, predicting); more get 503 with "
+             "Retry-After."),
+    workers: int = typer.Option(
+        1, "--workers", min=1,
+        help="Server processes, each with its own copy of the model (memory: see "
+             "docs/DEPLOYMENT.md). On a small CPU one process that batches is faster."),
 ) -> None:
     """Serve POST /v1/predict, GET /v1/health, GET /v1/model and a web page at / .
 
@@ -39,13 +58,19 @@ def serve_command(
     import uvicorn
 
     from skinlesion import INTENDED_USE
+    from skinlesion.inference.runtimes import RuntimeUnavailable, select_runtime
     from skinlesion.runspec import RunError, require_run
     from skinlesion.service.app import create_app
 
     try:
         require_run(run_dir)
-    except RunError as exc:
+        choice = select_runtime(run_dir, runtime)
+    except (RunError, RuntimeUnavailable) as exc:
         fail(str(exc), code=2)
+    if choice.note:
+        from rich.markup import escape
+
+        err_console.print(f"[dim]{escape(choice.note)}[/]", highlight=False)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] binding {host}: the service has no authentication "
                           "or TLS; expose it only behind a reverse proxy you control.",
@@ -53,10 +78,37 @@ def serve_command(
     err_console.print(f"serving {run_dir} on http://{host}:{port}/  (API docs: /docs)",
                       highlight=False)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
-    app = create_app(run_dir, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-                     read_timeout_s=client_timeout)
+    options: dict[str, Any] = {"run_dir": os.fspath(run_dir), "max_upload_mb": max_upload_mb,
+               "max_pixels": max_pixels, "read_timeout_s": client_timeout, "runtime": runtime,
+               "max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_pending": max_pending}
+    if workers > 1:
+        # Worker processes import the app by name: hand them the options through the
+        # environment they inherit.
+        os.environ[OPTIONS_ENV] = json.dumps(options)
+        uvicorn.run("skinlesion.cli.serve:app_from_env", factory=True, workers=workers,
+                    host=host, port=port, log_level=log_level,
+                    http="skinlesion.cli.serve:EnvHeaderDeadlineH11")
+        return
+    app = create_app(options.pop("run_dir"), **options)
     uvicorn.run(app, host=host, port=port, log_level=log_level,
                 http=header_deadline_protocol(client_timeout))
+
+
+def app_from_env() -> Any:
+    """The app of one ``--workers`` process, built from ``$SKINLESION_SERVE_OPTIONS``."""
+    from skinlesion.service.app import create_app
+
+    options = json.loads(os.environ[OPTIONS_ENV])
+    return create_app(options.pop("run_dir"), **options)
+
+
+def __getattr__(name: str) -> Any:
+    # ``EnvHeaderDeadlineH11``: the header-deadline protocol for worker processes (built on
+    # first access so importing this module does not import uvicorn).
+    if name == "EnvHeaderDeadlineH11":
+        options = json.loads(os.environ.get(OPTIONS_ENV, "{}"))
+        return header_deadline_protocol(float(options.get("read_timeout_s") or 15.0))
+    raise AttributeError(name)
 
 
 def header_deadline_protocol(seconds: float) -> Any:

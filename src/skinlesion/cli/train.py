@@ -79,6 +79,10 @@ def train_command(
         help="Shades-of-Gray colour constancy (p = 6) inside the model."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
+    export_tflite: bool = typer.Option(
+        True, "--export-tflite/--no-export-tflite",
+        help="After training, write RUN_DIR/export/tflite (float32 TFLite + its parity with "
+             "Keras on the test split) so predict/evaluate/serve --runtime auto use it."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Train a classifier on a prepared data folder and write RUN_DIR."""
@@ -112,6 +116,8 @@ def train_command(
         fail(str(exc), code=2)
     result = _run_training(cfg, resume=resume, overwrite=overwrite, quiet=as_json)
     summary = _summary(result)
+    if export_tflite:
+        summary["tflite_export"] = _export_tflite(result.run_dir, quiet=as_json)
     if as_json:
         print_json(summary)
     else:
@@ -138,6 +144,40 @@ def _run_training(cfg: Any, *, resume: bool, overwrite: bool, quiet: bool) -> An
         fail(str(exc), code=4)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc), code=2)
+
+
+def _export_tflite(run_dir: Path, *, quiet: bool) -> dict[str, Any]:
+    """Write the float32 TFLite runtime and its parity record; a failure only warns."""
+    import time
+
+    from rich.markup import escape
+
+    from skinlesion.inference.export import export_run
+    from skinlesion.inference.runtimes import find_artefact
+
+    def say(msg: str) -> None:
+        if not quiet:
+            err_console.print(f"[dim]· tflite export: {msg}[/]", highlight=False)
+
+    t = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = export_run(run_dir, "tflite", progress=say)
+    except Exception as exc:  # the run is trained and saved; the fast runtime is optional
+        err_console.print(f"[yellow]warning:[/] no TFLite export ({escape(str(exc))}); predict, "
+                          "evaluate and serve will use Keras", highlight=False)
+        return {"written": False, "error": str(exc), "seconds": time.perf_counter() - t}
+    seconds = time.perf_counter() - t
+    art = find_artefact(run_dir, "tflite")
+    verified = bool(art and art.verified)
+    if not quiet:
+        what = art.parity_summary() if art else "no parity recorded"
+        tail = "runtime auto will use it" if verified else \
+            f"runtime auto will NOT use it ({'; '.join(art.problems) if art else 'missing'})"
+        err_console.print(f"[dim]·[/] wrote {escape(str(result.model_file))} in {seconds:.1f} s; "
+                          f"{escape(what)}; {escape(tail)}", highlight=False)
+    return {"written": True, "path": str(result.model_file), "seconds": seconds,
+            "verified_for_auto": verified, "parity": result.parity}
 
 
 def _summary(result: Any) -> dict[str, Any]:

@@ -446,6 +446,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "evaluator": f"skinlesion {__version__}",
         "tta": tta,
+        "runtime": predictor.runtime_name,
         "run": describe_run(run, spec),
         "data": describe_data(data_dir, split, rows, scored, errors),
         "overlap": overlap,

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from skinlesion.runspec import CONFIG_FILE, SPEC_FILE
+from skinlesion.inference import runtimes as _rt
+from skinlesion.runspec import CONFIG_FILE, MODEL_FILE, SPEC_FILE
 from skinlesion.utils.atomic import atomic_write_json
 from skinlesion.utils.quiet import native_stderr_to_log
 
@@ -244,71 +245,9 @@ class SavedModelRuntime:
         return np.asarray(out[OUTPUT_NAME], np.float64).reshape(-1)
 
 
-class TFLiteRuntime:
-    """A ``.tflite`` model run with ``ai_edge_litert`` (resized to each batch size).
-
-    Args:
-        path: The ``.tflite`` file.
-        num_threads: Interpreter threads (None = the runtime's default).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], num_threads: int | None = None) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError as exc:
-            raise ExportError(f"running TFLite needs ai-edge-litert: {EXTRA_INSTALL}") from exc
-        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++
-        # when it allocates tensors: a debug-level fact, not something to show a user.
-        with native_stderr_to_log(logger, "LiteRT"):
-            self._interp = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
-        self._input = self._interp.get_input_details()[0]
-        self._output = self._interp.get_output_details()[0]
-        self._batch = -1
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        x = np.asarray(images, np.float32)
-        if len(x) != self._batch:
-            self._interp.resize_tensor_input(self._input["index"], list(x.shape))
-            with native_stderr_to_log(logger, "LiteRT"):
-                self._interp.allocate_tensors()
-            self._batch = len(x)
-        dtype = self._input["dtype"]
-        if np.issubdtype(dtype, np.integer):  # a fully-integer model: quantise the input
-            scale, zero = self._input["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        self._interp.set_tensor(self._input["index"], x)
-        self._interp.invoke()
-        out = self._interp.get_tensor(self._output["index"])
-        if np.issubdtype(out.dtype, np.integer):
-            scale, zero = self._output["quantization"]
-            out = (out.astype(np.float64) - zero) * scale
-        return np.asarray(out, np.float64).reshape(-1)
-
-
-class OnnxRuntime:
-    """An ONNX model run with ``onnxruntime`` on the CPU.
-
-    Args:
-        path: The ``.onnx`` file.
-        num_threads: Intra-op threads (None = the runtime's default).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], num_threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ExportError(f"running ONNX needs onnxruntime: {EXTRA_INSTALL}") from exc
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-        self._session = ort.InferenceSession(os.fspath(path), sess_options=options,
-                                             providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        out = self._session.run(None, {self._input: np.asarray(images, np.float32)})[0]
-        return np.asarray(out, np.float64).reshape(-1)
+# The TFLite and ONNX runtimes live in ``runtimes.py`` (the Predictor uses them too).
+TFLiteRuntime = _rt.TFLiteRuntime
+OnnxRuntime = _rt.OnnxRuntime
 
 
 def load_runtime(path: str | os.PathLike[str], num_threads: int | None = None
@@ -318,13 +257,19 @@ def load_runtime(path: str | os.PathLike[str], num_threads: int | None = None
     Raises:
         ExportError: if ``path`` is none of those.
     """
-    p = Path(path)
+    try:
+        return _open(Path(path), num_threads)
+    except _rt.RuntimeUnavailable as exc:
+        raise ExportError(str(exc)) from exc
+
+
+def _open(p: Path, num_threads: int | None) -> SavedModelRuntime | TFLiteRuntime | OnnxRuntime:
     if p.is_dir():
         if (p / MODEL_FILES["savedmodel"]).is_file():
             return SavedModelRuntime(p)
         for fmt in ("tflite", "onnx"):
             if (p / MODEL_FILES[fmt]).is_file():
-                return load_runtime(p / MODEL_FILES[fmt], num_threads)
+                return _open(p / MODEL_FILES[fmt], num_threads)
     elif p.suffix == ".tflite":
         return TFLiteRuntime(p, num_threads)
     elif p.suffix == ".onnx":
@@ -415,7 +360,8 @@ def export_run(
         raise ExportError(f"--quantize applies to tflite only, not {fmt}")
     require_libraries(fmt, check=not skip_check)  # first: before minutes of conversion
     step = progress or (lambda _msg: None)
-    pred = predictor or Predictor.from_run(run_dir)
+    # The reference is always the Keras model, whatever runtime a caller's Predictor uses.
+    pred = (predictor or Predictor.from_run(run_dir, runtime="keras")).with_runtime("keras")
     target = Path(out) if out is not None else default_out_dir(run_dir, fmt, quantize)
     data_dir = training_data_dir(run_dir)
 
@@ -466,7 +412,9 @@ def export_run(
         parity: dict[str, Any] | None = None
         record: dict[str, Any] = {"format": fmt, "quantize": quantize,
                                   "model_id": pred.model_id, "input": INPUT_NAME,
-                                  "output": OUTPUT_NAME, "calibration_source": calibration_source}
+                                  "output": OUTPUT_NAME, "calibration_source": calibration_source,
+                                  # ties the record to this exact model (runtime auto-selection)
+                                  "keras_sha256": _rt.model_digest(Path(run_dir) / MODEL_FILE)}
         if check is not None:
             step(f"checking parity on {len(check.paths)} images")
             images, labels, skipped = load_sample(pred, check)

@@ -158,7 +158,8 @@ def check_parity(predictor: Predictor, runtime: Runtime, images: np.ndarray,
     """Compare an exported runtime with the Keras model on the same images.
 
     Args:
-        predictor: The run's Predictor (the reference).
+        predictor: The run's Predictor (its Keras model is the reference, whatever runtime
+            it serves with).
         runtime: The exported model.
         images: ``(N, S, S, 3)`` float32 0–255 model inputs.
         labels: 0/1 labels for an AUC comparison, or None.
@@ -173,7 +174,7 @@ def check_parity(predictor: Predictor, runtime: Runtime, images: np.ndarray,
     """
     from sklearn.metrics import roc_auc_score
 
-    ref = predictor.predict_arrays(images, batch_size=batch_size)
+    ref = predictor.with_runtime("keras").predict_arrays(images, batch_size=batch_size)
     got = np.concatenate([np.asarray(runtime.predict(images[i:i + batch_size]), np.float64).ravel()
                           for i in range(0, len(images), batch_size)])
     if got.shape != ref.shape:

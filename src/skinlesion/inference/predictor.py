@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from skinlesion.inference.gradcam import GradCam
+    from skinlesion.inference.runtimes import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -172,39 +173,74 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
 
 # === The predictor ===
 
-class Predictor:
-    """A loaded run: the Keras model plus its ``ModelSpec``.
+def _load_keras(run: Path) -> keras.Model:
+    import keras
 
-    Thread-safe: calls into the model are serialised by a lock (Keras models are not
-    guaranteed re-entrant, and on a CPU one forward pass already uses every core).
+    # Importing the backbones registers their custom layers (EfficientNet-Lite, the
+    # Preprocess layer, colour constancy, the diagnosis output) so deserialisation finds them.
+    import skinlesion.models.backbones
+    import skinlesion.models.layers
+    import skinlesion.models.preprocessing  # noqa: F401
+
+    try:
+        return keras.saving.load_model(run / MODEL_FILE, compile=False)
+    except Exception as exc:  # corrupt zip, unknown layer, version mismatch
+        raise RunError(f"{run / MODEL_FILE}: cannot load the model ({exc})") from exc
+
+
+class Predictor:
+    """A loaded run: its ``ModelSpec`` and the model, run by one runtime.
+
+    The runtime (``skinlesion.inference.runtimes``: Keras, TFLite or ONNX Runtime) only
+    runs the graph; decoding, resizing, TTA and the decision rule live here, so every
+    runtime sees the same pixels. Grad-CAM always uses the Keras model.
+
+    Thread-safe: calls into the model are serialised by a lock (neither Keras models nor
+    TFLite interpreters are re-entrant, and on a CPU one forward pass already uses every
+    core).
 
     Args:
-        model: The classifier (raw 0–255 RGB ``(N, S, S, 3)`` → ``(N, 1)`` P(malignant)).
+        model: The Keras classifier (raw 0–255 RGB ``(N, S, S, 3)`` → ``(N, 1)``
+            P(malignant)), or None to load it from ``run_dir`` when first needed.
         spec: Its model spec.
         run_dir: The run folder it came from, if any.
+        runtime: What runs the model (default: a ``KerasRuntime`` of ``model``).
+        runtime_note: One line on how the runtime was chosen (the CLI shows it).
 
     Attributes:
-        model: The Keras model.
+        model: The Keras model (see ``runtime`` for what predictions use).
         spec: The run's ``ModelSpec`` (threshold, inconclusive band, Grad-CAM layer, ...).
         run_dir: The run folder (``None`` for a model built in memory).
         input_size: Square input size in pixels.
     """
 
-    def __init__(self, model: keras.Model, spec: ModelSpec, run_dir: str | os.PathLike[str] | None = None
-                 ) -> None:
-        self.model = model
+    def __init__(self, model: keras.Model | None, spec: ModelSpec,
+                 run_dir: str | os.PathLike[str] | None = None, *,
+                 runtime: Runtime | None = None, runtime_note: str = "") -> None:
+        self._model = model
         self.spec = spec
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.input_size = int(spec.input_size)
+        if model is None and (runtime is None or self.run_dir is None):
+            raise ValueError("a Predictor needs a Keras model, or a runtime and its run folder")
+        if model is not None:
+            self._check_input(model)
+        self._lock = threading.RLock()
+        self._runtime = runtime
+        self.runtime_note = runtime_note
+        self._cam: GradCam | None = None
+        self.encoder = spec.metadata_encoder
+        self.diagnosis_classes: list[str] = spec.diagnosis_classes
+        if model is not None:
+            self._check_metadata(model)
+
+    def _check_input(self, model: keras.Model) -> None:
         shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else None
         if shape is not None and shape[1:3] not in ((self.input_size, self.input_size), (None, None)):
             raise RunError(f"model input {shape} does not match model_spec input_size "
                            f"{self.input_size}")
-        self._lock = threading.RLock()
-        self._forward: Callable[..., Any] | None = None
-        self._cam: GradCam | None = None
-        self.encoder = spec.metadata_encoder
-        self.diagnosis_classes: list[str] = spec.diagnosis_classes
+
+    def _check_metadata(self, model: keras.Model) -> None:
         from skinlesion.models.classifier import model_metadata_dim
 
         want = model_metadata_dim(model) if getattr(model, "inputs", None) else 0
@@ -213,30 +249,113 @@ class Predictor:
             raise RunError(f"model takes {want} metadata value(s) but model_spec.json describes "
                            f"{have}")
 
+    def _run_runtime(self, runtime: Runtime, images: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        """One forward pass through the runtime: ``(n, 1)`` or ``(n, 1 + K)`` float64."""
+        from skinlesion.models.classifier import INPUT_NAME, METADATA_INPUT
+
+        n = len(images)
+        feeds = {INPUT_NAME: images}
+        if self.encoder is not None:
+            feeds[METADATA_INPUT] = meta
+        out = runtime.run(feeds)
+        first = np.asarray(out[runtime.output_names[0]], np.float64)
+        width = 1 + len(self.diagnosis_classes)
+        if first.size != n * width:
+            raise ValueError(f"the model returned shape {first.shape} for {n} image(s); expected "
+                             f"{width} value(s) per image")
+        return first.reshape(n, width)
+
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike[str]) -> Predictor:
-        """Load ``RUN_DIR/model.keras`` (uncompiled) and ``RUN_DIR/model_spec.json`` once.
+    def from_run(cls, run_dir: str | os.PathLike[str], *, runtime: str = "auto",
+                 num_threads: int | None = None) -> Predictor:
+        """Load a run once: ``model_spec.json`` and the model, run by ``runtime``.
+
+        Args:
+            run_dir: A finished run.
+            runtime: ``auto`` (the fastest verified runtime, see
+                ``skinlesion.inference.runtimes``), ``keras``, ``tflite``, ``onnx`` or
+                ``tflite-int8``. Defaults to ``auto``. With another runtime than Keras,
+                ``model.keras`` is loaded only when needed (Grad-CAM, ``with_runtime``).
+            num_threads: Threads of a TFLite/ONNX runtime (default: the usable cores).
 
         Raises:
-            RunError: if the folder is not a finished run or the model cannot be loaded.
+            RunError: if the folder is not a finished run, the model cannot be loaded, or an
+                explicitly requested runtime has no artefact or package.
         """
+        from skinlesion.inference.runtimes import (
+            EXTRA_HINT,
+            RuntimeUnavailable,
+            open_artefact,
+            select_runtime,
+        )
+
         run = require_run(run_dir)
         spec = ModelSpec.load(run)
-        import keras
-
-        # Importing the backbones registers their custom layers (EfficientNet-Lite, the
-        # Preprocess layer, colour constancy, the diagnosis output) so deserialisation finds them.
-        import skinlesion.models.backbones
-        import skinlesion.models.layers
-        import skinlesion.models.preprocessing  # noqa: F401
-
         try:
-            model = keras.saving.load_model(run / MODEL_FILE, compile=False)
-        except Exception as exc:  # corrupt zip, unknown layer, version mismatch
-            raise RunError(f"{run / MODEL_FILE}: cannot load the model ({exc})") from exc
+            choice = select_runtime(run, runtime)
+        except (RuntimeUnavailable, ValueError) as exc:
+            raise RunError(str(exc)) from exc
+        note = choice.note
+        if choice.artefact is not None:
+            try:
+                rt = open_artefact(choice.artefact, num_threads)
+            except RuntimeUnavailable as exc:
+                if runtime != "auto":
+                    raise RunError(str(exc)) from exc
+                note = f"runtime keras (auto): {choice.runtime} needs a package: {EXTRA_HINT}"
+            else:
+                logger.info("loaded %s (%s runtime, %s, %d px, threshold %.3f)", run,
+                            choice.runtime, spec.backbone, spec.input_size, spec.threshold)
+                return cls(None, spec, run, runtime=rt, runtime_note=note)
+        model = _load_keras(run)
         logger.info("loaded %s (%s, %d px, threshold %.3f)", run, spec.backbone,
                     spec.input_size, spec.threshold)
-        return cls(model, spec, run)
+        return cls(model, spec, run, runtime_note=note)
+
+    # --- the model and its runtime ---
+
+    @property
+    def model(self) -> keras.Model:
+        """The Keras model (loaded from the run on first use when another runtime serves)."""
+        with self._lock:
+            if self._model is None:
+                assert self.run_dir is not None
+                model = _load_keras(self.run_dir)
+                self._check_input(model)
+                self._check_metadata(model)
+                self._model = model
+            return self._model
+
+    @property
+    def runtime(self) -> Runtime:
+        """What runs the model: a ``skinlesion.inference.runtimes`` runtime (Keras by default)."""
+        with self._lock:
+            if self._runtime is None:
+                from skinlesion.inference.runtimes import KerasRuntime
+
+                self._runtime = KerasRuntime(self.model)
+            return self._runtime
+
+    @property
+    def runtime_name(self) -> str:
+        """``keras``, ``tflite``, ``onnx`` or ``tflite-int8``."""
+        return "keras" if self._runtime is None else self._runtime.name
+
+    def with_runtime(self, runtime: str) -> Predictor:
+        """The same run served by another runtime (``keras`` shares this Predictor's model).
+
+        Raises:
+            RunError: as ``from_run``.
+        """
+        if runtime == self.runtime_name:
+            return self
+        if runtime == "keras":
+            return Predictor(self.model, self.spec, self.run_dir)
+        if self.run_dir is None:
+            raise RunError(f"runtime {runtime} needs a run folder with its export")
+        other = Predictor.from_run(self.run_dir, runtime=runtime)
+        other.spec = self.spec
+        return other
 
     # --- decisions ---
 
@@ -283,31 +402,6 @@ class Predictor:
             raise ValueError(f"got {len(rows)} metadata rows for {n} images")
         return self.encoder.encode(rows)
 
-    def _forward_fn(self) -> Callable[..., Any]:
-        # One traced graph for any batch size: avoids Keras's per-call Python overhead
-        # and never retraces (fixed signature, unknown batch dimension).
-        if self._forward is None:
-            import tensorflow as tf
-
-            from skinlesion.models.classifier import INPUT_NAME, METADATA_INPUT
-
-            model = self.model
-            spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)
-            dim = self.encoder.dim if self.encoder is not None else 0
-            meta_spec = tf.TensorSpec((None, dim), tf.float32)
-
-            @tf.function(input_signature=[spec, meta_spec, tf.TensorSpec((), tf.int32)])
-            def forward(x: Any, meta: Any, view: Any) -> Any:
-                # The view is chosen in-graph so all eight views share one trace.
-                branches = [lambda i=i: dihedral_view(x, i) for i in range(8)]
-                xv = tf.switch_case(view, branches)
-                inputs = {INPUT_NAME: xv, METADATA_INPUT: meta} if dim else xv
-                out = model(inputs, training=False)
-                return tf.reshape(out, (tf.shape(x)[0], -1))
-
-            self._forward = forward
-        return self._forward
-
     def predict_outputs(self, images: np.ndarray, *, metadata: np.ndarray | None = None,
                         tta: int = 1, batch_size: int = 32) -> np.ndarray:
         """The model's whole output for a batch: ``(N, 1)`` or ``(N, 1 + K)`` (diagnosis model).
@@ -340,15 +434,16 @@ class Predictor:
         if meta.shape != (len(x), self.encode_metadata(None, 0).shape[1]):
             raise ValueError(f"expected metadata of shape ({len(x)}, "
                              f"{self.encoder.dim if self.encoder else 0}), got {meta.shape}")
-        forward = self._forward_fn()
         out = np.empty((len(x), width), dtype=np.float64)
         with self._lock:
+            runtime = self.runtime
             for start in range(0, len(x), batch_size):
                 chunk = x[start:start + batch_size]
                 mchunk = meta[start:start + batch_size]
                 acc = np.zeros((len(chunk), width), dtype=np.float64)
                 for view in range(tta):
-                    acc += np.asarray(forward(chunk, mchunk, np.int32(view)), dtype=np.float64)
+                    xv = chunk if view == 0 else np.ascontiguousarray(dihedral_view(chunk, view))
+                    acc += self._run_runtime(runtime, xv, mchunk)
                 out[start:start + len(chunk)] = acc / tta
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():

@@ -19,8 +19,11 @@ read (``Content-Length``) or as soon as the streamed bytes pass the limit
 (chunked uploads); images over ``max_pixels`` (decompression bombs) and anything
 that is not an image get 422; every error is JSON ``{"detail": ...}``. The server
 only ever reads the uploaded bytes — a client-sent file name is a label, never a
-path. Inference runs in worker threads (the event loop stays free) through the
-Predictor's lock; at most ``max_pending`` requests wait, beyond that 503.
+path. Uploads are decoded in worker threads; the decoded images of concurrent
+requests are gathered into micro-batches (``service/batching.py``: at most
+``max_batch`` images, the first waiting at most ``max_wait_ms``) and predicted in one
+model thread, so the event loop (and ``/v1/health``) never waits for the model. At
+most ``max_pending`` requests are admitted at once; beyond that 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ from pydantic import BaseModel, Field
 
 from skinlesion import INTENDED_USE, __version__
 from skinlesion.service.api_docs import add_offline_docs
+from skinlesion.service.batching import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_WAIT_MS,
+    MicroBatcher,
+    QueueFull,
+)
 
 if TYPE_CHECKING:
     from skinlesion.inference.predictor import Predictor
@@ -210,10 +220,13 @@ def create_app(
     *,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_pending: int = 16,
+    max_pending: int = DEFAULT_MAX_QUEUE,
     workers: int = 2,
     warmup: bool = True,
     read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S,
+    runtime: str = "auto",
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
 ) -> FastAPI:
     """Build the FastAPI app for one run.
 
@@ -221,24 +234,26 @@ def create_app(
         source: A run directory (loaded once, at start-up) or an already loaded ``Predictor``.
         max_upload_mb: Largest accepted request body in MB (2**20 bytes). Defaults to 20.
         max_pixels: Largest accepted image (width × height). Defaults to 50 MP.
-        max_pending: Requests allowed to wait for or run inference at once; more get 503.
-            Defaults to 16.
-        workers: Threads decoding and predicting in parallel (the model itself is
-            serialised by the Predictor's lock). Defaults to 2.
-        warmup: Trace the prediction and Grad-CAM graphs at start-up so the first request
-            is not slow. Defaults to True.
+        max_pending: Requests admitted at once (being decoded, waiting for or in a model
+            call); more get 503 with Retry-After. Defaults to 64.
+        workers: Threads decoding uploads (and drawing heatmaps) in parallel. Defaults to 2.
+        warmup: Run the model once per batch size bound at start-up (and trace Grad-CAM
+            when the runtime is Keras) so the first request is not slow. Defaults to True.
         read_timeout_s: A client that sends no body bytes for this long is answered 408 and
             disconnected (None: wait forever). Defaults to 15.
+        runtime: Model runtime when ``source`` is a run folder (see
+            ``skinlesion.inference.runtimes``). Defaults to ``auto``.
+        max_batch: Images per model call at most. Defaults to 8.
+        max_wait_ms: Longest wait of a batch's first request for others. Defaults to 2.
 
     Returns:
         The ASGI app (``uvicorn.run(app)``); ``app.state.predictor`` holds the Predictor
-        once started.
+        and ``app.state.batcher`` the ``MicroBatcher`` once started.
     """
     from skinlesion.inference.tta import TTA_CHOICES
 
     max_bytes = int(max_upload_mb * 2**20)
     limiter = anyio.CapacityLimiter(max(1, workers))
-    pending = 0
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -247,13 +262,25 @@ def create_app(
         if isinstance(source, Predictor):
             predictor = source
         else:
-            predictor = await anyio.to_thread.run_sync(Predictor.from_run, source)
+            predictor = await anyio.to_thread.run_sync(
+                lambda: Predictor.from_run(source, runtime=runtime))
         if warmup:
-            await anyio.to_thread.run_sync(_warm_up, predictor)
+            await anyio.to_thread.run_sync(_warm_up, predictor, max_batch)
+        batcher = MicroBatcher(
+            lambda x, views, meta=None: predictor.predict_outputs(
+                x, metadata=meta, tta=views, batch_size=max_batch),
+            max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_pending,
+            metadata=predictor.uses_metadata)
+        await batcher.start()
+        app.state.batcher = batcher
         app.state.predictor = predictor
-        logger.info("serving model %s", predictor.model_id)
-        yield
-        app.state.predictor = None
+        logger.info("serving model %s (runtime %s, micro-batches of up to %d, %g ms wait)",
+                    predictor.model_id, predictor.runtime_name, max_batch, max_wait_ms)
+        try:
+            yield
+        finally:
+            app.state.predictor = None
+            await batcher.stop()
 
     app = FastAPI(
         title="skinlesion",
@@ -264,6 +291,7 @@ def create_app(
     )
     add_offline_docs(app, title="skinlesion")
     app.state.predictor = None
+    app.state.batcher = None
     app.state.max_bytes = max_bytes
     app.state.max_pixels = max_pixels
 
@@ -306,8 +334,8 @@ def create_app(
                                 "head/neck, upper extremity, lower extremity, torso, "
                                 "palms/soles, oral/genital (optional)."),
     ) -> Any:
-        nonlocal pending
         predictor = predictor_or_503(request)
+        batcher: MicroBatcher = request.app.state.batcher
         want_heatmap = bool(heatmap_form) if heatmap_form is not None else heatmap
         views = tta_form if tta_form is not None else tta
         if views not in TTA_CHOICES:
@@ -317,17 +345,14 @@ def create_app(
         data = await image.read()
         if not data:
             raise HTTPException(422, f"{label}: empty upload")
-        if pending >= max_pending:
-            raise HTTPException(503, "server busy, retry shortly")
-        pending += 1
         try:
             meta = {"age": age or "", "sex": sex or "", "site": site or ""}
-            result = await anyio.to_thread.run_sync(
-                _predict_upload, predictor, data, label, views, want_heatmap, max_pixels, meta,
-                limiter=limiter)
-        finally:
-            pending -= 1
-        return result
+            with batcher.admit():  # raises QueueFull when max_pending requests are in
+                return await _predict_upload(predictor, batcher, limiter, data, label, views,
+                                             want_heatmap, max_pixels, meta)
+        except QueueFull as exc:
+            raise HTTPException(503, str(exc),
+                                headers={"Retry-After": str(exc.retry_after_s)}) from None
 
     @app.get("/v1/health", response_model=Health, summary="Liveness and model status")
     async def health(request: Request) -> Any:
@@ -351,6 +376,9 @@ def create_app(
             "tta_choices": list(TTA_CHOICES),
             "metadata": _metadata_card(predictor),
             "diagnoses": predictor.diagnosis_classes or None,
+            "runtime": predictor.runtime_name,
+            "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms,
+                         "max_pending": max_pending},
             "limits": {"max_upload_mb": max_bytes / 2**20, "max_pixels": max_pixels,
                        "formats": ["JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF"]},
             "spec": spec,
@@ -387,36 +415,56 @@ def create_app(
 
 # === Work done in threads ===
 
-def _warm_up(predictor: Predictor) -> None:
+def _warm_up(predictor: Predictor, max_batch: int) -> None:
     import numpy as np
 
-    x = np.zeros((1, predictor.input_size, predictor.input_size, 3), np.float32)
-    predictor.predict_arrays(x)
+    # Every batch size up to the bound: a TFLite interpreter re-allocates per new shape,
+    # and the first call of each shape should not fall on a client.
+    for n in sorted({1, 2, 4, 8, max_batch}):
+        if n <= max_batch:
+            x = np.zeros((n, predictor.input_size, predictor.input_size, 3), np.float32)
+            predictor.predict_arrays(x, batch_size=n)
+    if predictor.runtime_name != "keras":
+        return  # Grad-CAM (Keras) loads on the first heatmap request: a smaller server
     try:
-        predictor.heatmaps(x)
+        predictor.heatmaps(np.zeros((1, predictor.input_size, predictor.input_size, 3),
+                                    np.float32))
     except Exception:  # heatmaps are optional; a model without Grad-CAM still serves
         logger.warning("Grad-CAM unavailable for this model", exc_info=True)
 
 
-def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, heatmap: bool,
-                    max_pixels: int, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def _decode(predictor: Predictor, data: bytes, label: str, max_pixels: int) -> tuple[Any, Any]:
     from skinlesion.data.pipeline import to_model_input
-    from skinlesion.inference.predictor import (
-        NONFINITE_ERROR,
-        ImageError,
-        NonFiniteOutputError,
-        open_rgb,
-    )
+    from skinlesion.inference.predictor import ImageError, open_rgb
 
-    start = time.perf_counter()
     try:
         img = open_rgb(data, name=label, max_pixels=max_pixels)
     except ImageError as exc:
         raise HTTPException(422, str(exc)) from None
-    x = to_model_input(img, predictor.input_size)[None]
+    return img, to_model_input(img, predictor.input_size)
+
+
+def _heatmap_png(predictor: Predictor, img: Any, x: Any) -> str:
+    from skinlesion.inference.gradcam import overlay, png_bytes
+
+    heat = predictor.heatmaps(x[None])[0]
+    png = png_bytes(overlay(img, heat, max_side=HEATMAP_MAX_SIDE))
+    return base64.b64encode(png).decode("ascii")
+
+
+async def _predict_upload(predictor: Predictor, batcher: MicroBatcher,
+                          limiter: anyio.CapacityLimiter, data: bytes, label: str, tta: int,
+                          heatmap: bool, max_pixels: int,
+                          metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    from skinlesion.inference.predictor import NONFINITE_ERROR, NonFiniteOutputError
+
+    start = time.perf_counter()
+    img, x = await anyio.to_thread.run_sync(_decode, predictor, data, label, max_pixels,
+                                            limiter=limiter)
     try:
-        outputs = predictor.predict_outputs(
-            x, metadata=predictor.encode_metadata([metadata], 1), tta=tta)[0]
+        outputs = await batcher.predict_row(
+            x, tta, predictor.encode_metadata([metadata], 1)[0] if predictor.uses_metadata
+            else None)
         probability = float(outputs[0])
     except NonFiniteOutputError:  # the model is at fault, not the upload: never answer NaN
         raise HTTPException(500, f"{label}: {NONFINITE_ERROR}") from None
@@ -435,11 +483,8 @@ def _predict_upload(predictor: Predictor, data: bytes, label: str, tta: int, hea
     if predictor.uses_metadata:
         out["metadata"] = _normalised_metadata(metadata or {})
     if heatmap:
-        from skinlesion.inference.gradcam import overlay, png_bytes
-
-        heat = predictor.heatmaps(x)[0]
-        png = png_bytes(overlay(img, heat, max_side=HEATMAP_MAX_SIDE))
-        out["heatmap_png_base64"] = base64.b64encode(png).decode("ascii")
+        out["heatmap_png_base64"] = await anyio.to_thread.run_sync(
+            _heatmap_png, predictor, img, x, limiter=limiter)
     out["elapsed_ms"] = round((time.perf_counter() - start) * 1000.0, 2)
     return out
 
