@@ -388,3 +388,32 @@ def test_cross_validation_folds_share_one_feature_pass(meta_data: Path, tmp_path
         train(tiny(data, tmp_path / "fold7", mode="frozen", fold=7))
     with pytest.raises(ValueError, match="prepare it with --folds"):
         train(tiny(meta_data, tmp_path / "nofold", mode="frozen", fold=0))
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_metadata_diagnosis_model_exports_with_parity(fused_run: Path, meta_data: Path,
+                                                      tmp_path: Path, fmt: str) -> None:
+    """A second input (metadata) and a wide output survive export; auto then serves it."""
+    from skinlesion.inference.export import export_run
+    from skinlesion.inference.predictor import Predictor
+
+    run = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(fused_run, run, ignore=shutil.ignore_patterns("export", "eval*"))
+    result = export_run(run, fmt, check_images=meta_data, check_count=16)
+    parity = result.parity
+    assert parity is not None and parity["passed"], parity
+    assert parity["metadata_checked"] is True
+    assert parity["max_abs_diff_all_outputs"] <= 1e-4
+    pred = Predictor.from_run(run, runtime=fmt)
+    assert pred.runtime_name == fmt
+    keras_pred = Predictor.from_run(run, runtime="keras")
+    imgs = [meta_data / "images" / f"test_{i:03d}.jpg" for i in range(6)]
+    meta = [{"age": 70, "sex": "male", "site": "torso"}, None] * 3
+    a = pred.predict_files(imgs, metadata=meta, tta=2)
+    b = keras_pred.predict_files(imgs, metadata=meta, tta=2)
+    for x, y in zip(a, b, strict=True):
+        assert x.probability == pytest.approx(y.probability, abs=1e-4)
+        assert x.decision == y.decision
+        assert [d["diagnosis"] for d in x.diagnoses] == [d["diagnosis"] for d in y.diagnoses]

@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,29 +127,48 @@ def export_savedmodel(predictor: Predictor, target: str | os.PathLike[str]) -> P
     """Write a TF Serving SavedModel of the run's model into ``target`` (a new folder).
 
     Signature ``serving_default`` (= endpoint ``serve``): ``image`` float32
-    ``(None, S, S, 3)`` raw 0–255 RGB → ``probability`` float32 ``(None,)``.
+    ``(None, S, S, 3)`` raw 0–255 RGB (plus ``metadata`` float32 ``(None, D)``, the encoded
+    age/sex/site of ``model_spec.json``, for a model trained with metadata) →
+    ``probability`` float32: ``(None,)`` P(malignant) for a binary model, ``(None, 1 + K)``
+    ``[P(malignant), P(class 1…K)]`` for a diagnosis model.
     """
     import keras
     import tensorflow as tf
 
+    from skinlesion.models.classifier import METADATA_INPUT
+
     model = predictor.model
     size = predictor.input_size
+    width = 1 + len(predictor.diagnosis_classes)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    signature = [tf.TensorSpec((None, size, size, 3), tf.float32, name=INPUT_NAME)]
 
-    def serve(image: Any) -> dict[str, Any]:
-        return {OUTPUT_NAME: tf.reshape(model(image, training=False), (-1,))}
+    def shape_out(y: Any) -> dict[str, Any]:
+        return {OUTPUT_NAME: tf.reshape(y, (-1,) if width == 1 else (-1, width))}
 
-    archive.add_endpoint(
-        "serve", serve,
-        input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name=INPUT_NAME)])
+    if predictor.encoder is not None:
+        signature.append(tf.TensorSpec((None, predictor.encoder.dim), tf.float32,
+                                       name=METADATA_INPUT))
+
+        def serve_meta(image: Any, metadata: Any) -> dict[str, Any]:
+            return shape_out(model({INPUT_NAME: image, METADATA_INPUT: metadata},
+                                   training=False))
+
+        archive.add_endpoint("serve", serve_meta, input_signature=signature)
+    else:
+        def serve(image: Any) -> dict[str, Any]:
+            return shape_out(model(image, training=False))
+
+        archive.add_endpoint("serve", serve, input_signature=signature)
     archive.write_out(os.fspath(target), verbose=False)
     return Path(target)
 
 
 def export_tflite(saved_model: str | os.PathLike[str], target: str | os.PathLike[str], *,
                   quantize: str | None = None,
-                  representative: np.ndarray | None = None) -> Path:
+                  representative: np.ndarray | None = None,
+                  metadata: np.ndarray | None = None) -> Path:
     """Convert a SavedModel from ``export_savedmodel`` to a ``.tflite`` file.
 
     Args:
@@ -157,6 +176,7 @@ def export_tflite(saved_model: str | os.PathLike[str], target: str | os.PathLike
         target: The ``.tflite`` file to write.
         quantize: None (float32), ``"float16"`` or ``"int8"``.
         representative: For int8: ``(N, S, S, 3)`` float32 0–255 calibration images.
+        metadata: For int8 of a metadata model: encoded metadata rows to calibrate with.
 
     Raises:
         ExportError: for int8 without representative images.
@@ -172,9 +192,13 @@ def export_tflite(saved_model: str | os.PathLike[str], target: str | os.PathLike
             raise ExportError("int8 quantisation needs representative images for calibration")
         images = np.asarray(representative, np.float32)
 
-        def dataset() -> Iterator[list[np.ndarray]]:
+        def dataset() -> Iterator[Any]:
             for i in range(len(images)):
-                yield [images[i:i + 1]]
+                if metadata is None:
+                    yield [images[i:i + 1]]
+                else:  # calibrate the metadata path too, cycling through its rows
+                    yield {INPUT_NAME: images[i:i + 1],
+                           "metadata": metadata[i % len(metadata)][None]}
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = dataset
@@ -189,7 +213,7 @@ def export_tflite(saved_model: str | os.PathLike[str], target: str | os.PathLike
 
 
 def export_onnx(saved_model: str | os.PathLike[str], target: str | os.PathLike[str], *,
-                input_size: int, opset: int = ONNX_OPSET) -> Path:
+                input_size: int, opset: int = ONNX_OPSET, metadata_dim: int = 0) -> Path:
     """Convert a SavedModel from ``export_savedmodel`` to ONNX with tf2onnx.
 
     Raises:
@@ -203,16 +227,22 @@ def export_onnx(saved_model: str | os.PathLike[str], target: str | os.PathLike[s
         raise ExportError(f"ONNX export needs tf2onnx: {EXTRA_INSTALL}") from exc
     loaded = tf.saved_model.load(os.fspath(saved_model))
     signature = loaded.signatures["serving_default"]
-    spec = tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=INPUT_NAME)
+    specs = [tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=INPUT_NAME)]
+    if metadata_dim:
+        specs.append(tf.TensorSpec((None, metadata_dim), tf.float32, name="metadata"))
 
-    @tf.function(input_signature=[spec], autograph=False)
-    def serve(image: Any) -> dict[str, Any]:
-        return {OUTPUT_NAME: signature(image=image)[OUTPUT_NAME]}
+        @tf.function(input_signature=specs, autograph=False)
+        def serve(image: Any, metadata: Any) -> dict[str, Any]:
+            return {OUTPUT_NAME: signature(image=image, metadata=metadata)[OUTPUT_NAME]}
+    else:
+        @tf.function(input_signature=specs, autograph=False)
+        def serve(image: Any) -> dict[str, Any]:  # type: ignore[misc]
+            return {OUTPUT_NAME: signature(image=image)[OUTPUT_NAME]}
 
     # tf2onnx logs a traceback when one of its optional graph optimisations does not
     # apply (a scalar Add in the preprocessing); the conversion itself is unaffected.
     with _quiet_logger("tf2onnx"):
-        tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset,
+        tf2onnx.convert.from_function(serve, input_signature=specs, opset=opset,
                                       output_path=os.fspath(target))
     return Path(target)
 
@@ -230,19 +260,28 @@ def _quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
 
 # === Runtimes (what parity checks and benchmarks call) ===
 
-class SavedModelRuntime:
-    """A SavedModel's ``serving_default`` signature."""
+class SavedModelRuntime(_rt._Base):
+    """A SavedModel's ``serving_default`` signature (the runtime protocol of ``runtimes.py``)."""
+
+    name = "savedmodel"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         import tensorflow as tf
 
         self._fn = tf.saved_model.load(os.fspath(path)).signatures["serving_default"]
+        _, kwargs = self._fn.structured_input_signature
+        names = sorted(kwargs)
+        # The image first: single-input callers feed it positionally.
+        self.input_names = tuple([INPUT_NAME] + [n for n in names if n != INPUT_NAME]
+                                 if INPUT_NAME in names else names)
+        self.output_names = (OUTPUT_NAME,)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        out = self._fn(**{INPUT_NAME: tf.constant(np.asarray(images, np.float32))})
-        return np.asarray(out[OUTPUT_NAME], np.float64).reshape(-1)
+        feeds = dict(zip(self.input_names, self._feeds(inputs), strict=True))
+        out = self._fn(**{k: tf.constant(v) for k, v in feeds.items()})
+        return {OUTPUT_NAME: np.asarray(out[OUTPUT_NAME])}
 
 
 # The TFLite and ONNX runtimes live in ``runtimes.py`` (the Predictor uses them too).
@@ -397,12 +436,17 @@ def export_run(
         export_savedmodel(pred, work if fmt == "savedmodel" else scratch)
         if fmt == "tflite":
             step(f"converting to TFLite{f' ({quantize})' if quantize else ''}")
+            from skinlesion.inference.parity import parity_metadata
+
+            cal_meta = (parity_metadata(pred, len(representative))
+                        if representative is not None else None)
             model_file = export_tflite(scratch, work / MODEL_FILES["tflite"], quantize=quantize,
-                                       representative=representative)
+                                       representative=representative, metadata=cal_meta)
         elif fmt == "onnx":
             step("converting to ONNX")
             model_file = export_onnx(scratch, work / MODEL_FILES["onnx"],
-                                     input_size=pred.input_size)
+                                     input_size=pred.input_size,
+                                     metadata_dim=pred.encoder.dim if pred.encoder else 0)
         else:
             model_file = work
         if scratch.exists():

@@ -152,6 +152,19 @@ def load_sample(predictor: Predictor, sample: ImageSample) -> tuple[np.ndarray, 
     return np.stack(images), labels, skipped
 
 
+def parity_metadata(predictor: Predictor, n: int) -> np.ndarray | None:
+    """Metadata for a parity check of a model that takes it: a fixed cycle of known and
+    unknown ages, sexes and sites (every field and the all-unknown row are exercised)."""
+    if not predictor.uses_metadata:
+        return None
+    from skinlesion.data.metadata import SEX_VALUES, SITE_VALUES
+
+    ages = ["", "25", "45", "65", "85"]
+    rows = [{"age": ages[i % len(ages)], "sex": ([*SEX_VALUES, ""])[i % 3],
+             "site": ([*SITE_VALUES, ""])[i % (len(SITE_VALUES) + 1)]} for i in range(n)]
+    return predictor.encode_metadata(rows, n)
+
+
 def check_parity(predictor: Predictor, runtime: Runtime, images: np.ndarray,
                  labels: np.ndarray | None = None, *, precision: str = "float32",
                  batch_size: int = 32) -> dict[str, Any]:
@@ -174,15 +187,29 @@ def check_parity(predictor: Predictor, runtime: Runtime, images: np.ndarray,
     """
     from sklearn.metrics import roc_auc_score
 
-    ref = predictor.with_runtime("keras").predict_arrays(images, batch_size=batch_size)
-    got = np.concatenate([np.asarray(runtime.predict(images[i:i + batch_size]), np.float64).ravel()
-                          for i in range(0, len(images), batch_size)])
-    if got.shape != ref.shape:
-        raise ValueError(f"exported model returned {got.shape[0]} values for {ref.shape[0]} images")
+    from skinlesion.inference.predictor import Predictor
+
+    keras_pred = predictor.with_runtime("keras")
+    meta = parity_metadata(keras_pred, len(images))
+    ref_all = keras_pred.predict_outputs(images, metadata=meta, batch_size=batch_size)
+    exported = Predictor(keras_pred.model, keras_pred.spec, keras_pred.run_dir, runtime=runtime)
+    try:
+        got_all = exported.predict_outputs(images, metadata=meta, batch_size=batch_size)
+    except Exception as exc:  # NonFiniteOutputError carries the finite part
+        got_p = getattr(exc, "probabilities", None)
+        if got_p is None:
+            raise
+        got_all = np.full_like(ref_all, np.nan)
+        got_all[:, 0] = got_p
+    if got_all.shape != ref_all.shape:
+        raise ValueError(f"exported model returned {got_all.shape} for {ref_all.shape}")
+    ref, got = ref_all[:, 0], got_all[:, 0]
     diff = np.abs(got - ref)
     t = predictor.threshold
     result: dict[str, Any] = {
         "n_images": len(images),
+        "max_abs_diff_all_outputs": float(np.nanmax(np.abs(got_all - ref_all))),
+        "metadata_checked": bool(keras_pred.uses_metadata),
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
         "p99_abs_diff": float(np.quantile(diff, 0.99)),

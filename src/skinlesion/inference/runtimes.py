@@ -115,7 +115,7 @@ class _Base:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """``(N,)`` P(malignant) for a binary model (what parity checks call)."""
         out = self.predict_batch(images)
-        return out.reshape(len(out), -1)[:, -1] if out.ndim > 1 else out
+        return out.reshape(len(out), -1)[:, 0] if out.ndim > 1 else out
 
     def _feeds(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         missing = [n for n in self.input_names if n not in inputs]
@@ -211,7 +211,12 @@ class TFLiteRuntime(_Base):
         self.name = name
         self.path = Path(path)
         self.num_threads = num_threads or cpu_threads()
-        self._interp = Interpreter(model_path=os.fspath(path), num_threads=self.num_threads)
+        from skinlesion.utils.quiet import native_stderr_to_log
+
+        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++:
+        # a debug-level fact, not something to show a user.
+        with native_stderr_to_log(logger, "LiteRT"):
+            self._interp = Interpreter(model_path=os.fspath(path), num_threads=self.num_threads)
         self._inputs = self._interp.get_input_details()
         self._outputs = self._interp.get_output_details()
         self.input_names = tuple(_clean(d["name"]) for d in self._inputs)
@@ -228,7 +233,10 @@ class TFLiteRuntime(_Base):
         if shapes != self._shapes:
             for d, x in zip(self._inputs, feeds, strict=True):
                 self._interp.resize_tensor_input(d["index"], list(x.shape))
-            self._interp.allocate_tensors()
+            from skinlesion.utils.quiet import native_stderr_to_log
+
+            with native_stderr_to_log(logger, "LiteRT"):
+                self._interp.allocate_tensors()
             self._shapes = shapes
         for d, x in zip(self._inputs, feeds, strict=True):
             dtype = d["dtype"]
