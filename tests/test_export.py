@@ -136,8 +136,13 @@ def test_check_parity_reports_what_failed(predictor: Predictor, check) -> None:
     class Off:
         """A 'runtime' that is off by 0.3 on every image."""
 
-        def predict(self, images: np.ndarray) -> np.ndarray:
-            return np.clip(predictor.predict_arrays(images) + 0.3, 0, 1)
+        name = "off"
+        input_names = ("image",)
+        output_names = ("probability",)
+
+        def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            p = predictor.with_runtime("keras").predict_arrays(inputs["image"])
+            return {"probability": np.clip(p + 0.3, 0, 1)}
 
     images, labels = check
     result = check_parity(predictor, Off(), images, labels, precision="int8")

@@ -47,7 +47,8 @@ def cached_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_progress_reports_feature_rate_head_start_and_epochs(cached_run: Path) -> None:
     text = "\n".join(MESSAGES)
-    assert "view 1/2 done: 16 images in" in text and "images/s" in text
+    # The feature pass runs over the pool of training and validation images (16 + 8).
+    assert "view 1/2 done: 24 images in" in text and "images/s" in text
     assert "head: training on 32 cached feature vectors, up to 3 epochs" in text
     assert "head epoch 1/3:" in text and "head epoch 3/3:" in text  # first and last
     assert text.index("model: ") < text.index("feature pass") < text.index("head: training")
