@@ -85,6 +85,9 @@ ENSEMBLES: dict[str, list[str]] = {
     # Every fine-tuned row that has finished (at least two); the record lists the members.
     "ensemble.finetune": ["finetune.binary", "finetune.diagnosis", "finetune.diagnosis_meta",
                           "finetune.diagnosis_cc", "finetune.diagnosis_lite1"],
+    # The ENSEMBLE_TOP_K finished rows with the highest *validation* AUC whose metadata
+    # encoding is compatible with the best one's (chosen without looking at the test split).
+    "ensemble.top_val": ["*"],
 }
 CV_FOLDS = 5
 CV_ROWS: dict[str, str] = {
@@ -113,9 +116,11 @@ LABELS: dict[str, str] = {
     "finetune.diagnosis_cc": "fine-tuned · diagnosis + colour constancy",
     "finetune.diagnosis_lite1": "fine-tuned · diagnosis, Lite1 240 px",
     "ensemble.finetune": "ensemble of the fine-tuned rows (probability mean)",
+    "ensemble.top_val": "ensemble of the 4 rows best on validation AUC (probability mean)",
     **{k: f"{CV_FOLDS}-fold CV of `{v}`" for k, v in CV_ROWS.items()},
 }
 ORDER: tuple[str, ...] = (*ROWS, *ENSEMBLES, *CV_ROWS)
+ENSEMBLE_TOP_K = 4
 
 
 # === Data ===========================================================================
@@ -334,11 +339,42 @@ def cross_validate(data_dir: str, run_root: str, overrides: dict[str, Any],
             "train": {"wall_s": time.perf_counter() - t0, "peak_rss_mb": self_peak_rss_mb()}}
 
 
+def _top_by_validation(root: Path, k: int) -> list[str]:
+    """The ``k`` finished single-model rows under ``root`` with the highest validation AUC
+    whose metadata encoding matches the best one's (an ensemble needs one encoding)."""
+    import json
+
+    rows = []
+    for run in sorted(root.glob("run-*")):
+        spec_file = run / "model_spec.json"
+        name = run.name.removeprefix("run-")
+        if not spec_file.is_file() or name.startswith(("ensemble.", "cv.")):
+            continue
+        spec = json.loads(spec_file.read_text())
+        meta = {k2: v for k2, v in (spec.get("metadata") or {}).items() if k2 != "names"}
+        rows.append((float(spec["val_metrics"]["roc_auc"]), str(run), json.dumps(meta,
+                                                                                sort_keys=True)))
+    rows.sort(key=lambda r: -r[0])
+    chosen: list[str] = []
+    encoding = None
+    for _auc, run, meta in rows:
+        if meta != "{}" and encoding is not None and meta != encoding:
+            continue
+        if meta != "{}":
+            encoding = meta
+        chosen.append(run)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
 def ensemble_and_evaluate(members: list[str], data_dir: str, run_dir: str,
                           bootstrap: int) -> dict[str, Any]:
     """Build the ensemble of finished ``members`` and score it like any run."""
     from skinlesion.inference.ensemble import build_ensemble
 
+    if any(Path(m).name == "run-*" for m in members):
+        members = _top_by_validation(Path(run_dir).parent, ENSEMBLE_TOP_K)
     present = [m for m in members if (Path(m) / "model_spec.json").is_file()]
     if len(present) < 2:
         raise RuntimeError(f"an ensemble needs at least two finished members; found {present}")
