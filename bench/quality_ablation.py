@@ -78,6 +78,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "finetune.binary": {},
     "finetune.diagnosis": {**_DIAG},
     "finetune.diagnosis_meta": {**_DIAG, **_META, "metadata_dropout": 0.3},
+    "finetune.binary_meta": {**_META, "metadata_dropout": 0.3},
     "finetune.diagnosis_cc": {**_DIAG, "color_constancy": True},
     "finetune.diagnosis_lite1": {**_DIAG, "backbone": "efficientnet_lite1"},
 }
@@ -113,6 +114,7 @@ LABELS: dict[str, str] = {
     "finetune.binary": "fine-tuned · binary (v0.1 default)",
     "finetune.diagnosis": "fine-tuned · diagnosis",
     "finetune.diagnosis_meta": "fine-tuned · diagnosis + metadata (flags, dropout 0.3)",
+    "finetune.binary_meta": "fine-tuned · binary + metadata (flags, dropout 0.3)",
     "finetune.diagnosis_cc": "fine-tuned · diagnosis + colour constancy",
     "finetune.diagnosis_lite1": "fine-tuned · diagnosis, Lite1 240 px",
     "ensemble.finetune": "ensemble of the fine-tuned rows (probability mean)",
