@@ -50,8 +50,9 @@ from skinlesion import INTENDED_USE
 from skinlesion.utils.atomic import atomic_write_text
 
 DOCS_PATH = REPO / "docs" / "BENCHMARKS.md"
-ORDER: tuple[str, ...] = ("quality", "quality_ablation", "training_speed", "scaling", "prepare_speed",
-                          "backbone_speed", "inference_speed", "tfrecord_speed", "machine")
+ORDER: tuple[str, ...] = ("quality", "quality_ablation", "quality_peer", "training_speed", "scaling",
+                          "prepare_speed", "backbone_speed", "inference_speed", "tfrecord_speed",
+                          "machine")
 """Section order; benches not listed follow alphabetically."""
 JSON_BLOCK_LIMIT = 6000
 
@@ -735,9 +736,17 @@ def render_quality_ablation(name: str, rec: dict[str, Any]) -> tuple[str, list[R
     return render_report(name, rec)
 
 
+def render_quality_peer(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
+    """Rendered beside its bench (bench/quality_peer.py)."""
+    from bench.quality_peer import render_report
+
+    return render_report(name, rec)
+
+
 RENDERERS: dict[str, Callable[[str, dict[str, Any]], tuple[str, list[Row]]]] = {
     "quality": render_quality,
     "quality_ablation": render_quality_ablation,
+    "quality_peer": render_quality_peer,
     "training_speed": render_training_speed,
     "scaling": render_scaling,
 }
