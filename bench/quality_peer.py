@@ -78,8 +78,8 @@ TIMEOUT_S = 3600
 QUICK_TIMEOUT_S = 420
 BATCH = 16
 
-OUR_ROWS: tuple[str, ...] = ("finetune.binary", "finetune.diagnosis_meta", "frozen.diagnosis_meta",
-                             "frozen.binary", "ensemble.finetune")
+OUR_ROWS: tuple[str, ...] = ("finetune.binary", "finetune.diagnosis", "finetune.diagnosis_meta",
+                             "frozen.binary", "frozen.diagnosis_meta", "ensemble.finetune")
 """Ablation rows scored by default (any other ablation row may be named as a part)."""
 PARTS: tuple[str, ...] = ("peer", *OUR_ROWS)
 
@@ -588,7 +588,8 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                          "reason": p.get("reason") or p.get("error")})
         for k in variants:
             rows.append({"part": name, "model": model, "input": p[k].get("input", k),
-                         "status": "ok", "test": p[k].get("test") or {}})
+                         "status": "ok", "test": p[k].get("test") or {},
+                         "headline": k != "withheld"})
     return rows
 
 
@@ -628,7 +629,7 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
             f"{num(comp.get('roc_auc'))} (n {fmt(comp.get('n'))})",
             f"{fmt(t.get('n'))} ({fmt(t.get('n_positive'))})",
         ])
-        if t.get("roc_auc") is not None:
+        if t.get("roc_auc") is not None and r.get("headline"):
             heads.append({"metric": f"Non-HAM10000 test AUC — {r['model']}, {r['input']}",
                           "value": f"{num(t.get('roc_auc'))}{ci(t.get('roc_auc_ci95'))}",
                           "note": f"n {fmt(t.get('n'))}; spec at 90 % sens "

@@ -229,7 +229,7 @@ def test_renderer_shows_every_row_and_what_is_missing() -> None:
     assert "AUC 0.981" in md and "not a quality figure" in md
     assert "pip install --no-deps sklesion" in md
     assert "Quick mode" not in md
-    assert len(heads) == 4 and all(h["metric"].startswith("Non-HAM10000 test AUC") for h in heads)
+    assert len(heads) == 3 and all(h["metric"].startswith("Non-HAM10000 test AUC") for h in heads)
     assert heads[0]["value"] == "0.612 [0.562–0.662]"
 
 
