@@ -343,6 +343,47 @@ def _figures(metrics: dict[str, Any], predictions: pd.DataFrame) -> dict[str, An
     out["specificity_at_sensitivity_90"] = s90.get("specificity")
     out["sensitivity_reached_90"] = s90.get("sensitivity")
     out["roc_auc_complete_metadata"] = _auc_complete(predictions)
+    out["scores"] = {"image_id": [str(i) for i in predictions["image_id"]],
+                     "label": [int(v) for v in predictions["label"]],
+                     "probability": [float(v) for v in predictions["probability"]]}
+    return out
+
+
+def paired_comparisons(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ours − peer on the same images, paired DeLong, input matched to input.
+
+    Our image-only figure (an image-only run, or a metadata run with its metadata withheld)
+    is compared with the peer's image only; our fused figure with the peer given age, sex
+    and site. Rows without per-image scores are skipped.
+    """
+    from skinlesion.evaluation.compare import delong_test
+
+    parts: dict[str, Any] = result.get("parts") or {}
+    peer = parts.get("peer") or {}
+    out: list[dict[str, Any]] = []
+    for name, p in parts.items():
+        if name == "peer" or p.get("status") != "ok":
+            continue
+        meta = bool(p.get("withheld"))
+        pairs = [("fused", "with_metadata" if meta else "image_only")]
+        if meta:
+            pairs.append(("withheld", "image_only"))
+        for ours_key, peer_key in pairs:
+            a = ((p.get(ours_key) or {}).get("test") or {}).get("scores")
+            b = ((peer.get(peer_key) or {}).get("test") or {}).get("scores")
+            if not a or not b:
+                continue
+            pb = dict(zip(b["image_id"], b["probability"], strict=True))
+            keep = [i for i, k in enumerate(a["image_id"]) if k in pb]
+            y = [a["label"][i] for i in keep]
+            try:
+                d = delong_test(y, [a["probability"][i] for i in keep],
+                                [pb[a["image_id"][i]] for i in keep])
+            except Exception as exc:  # too few of a class: say so, never crash the report
+                d = {"error": str(exc)}
+            out.append({"part": name, "ours": (p.get(ours_key) or {}).get("input", ours_key),
+                        "peer": (peer.get(peer_key) or {}).get("input", peer_key),
+                        "n": len(keep), **d})
     return out
 
 
@@ -640,6 +681,17 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
                            "AUC, complete metadata (n)", "n (malignant)"], cells))
     else:
         body.append("_No row could be measured._")
+    pairs = paired_comparisons(result)
+    if pairs:
+        body.append(
+            "**Ours − peer on the same images** (paired DeLong test; image only against image "
+            "only, with metadata against with metadata):\n\n" + table(
+                ["Ours", "Input (ours)", "Peer input", "n", "AUC ours − peer [95 % CI]", "p"],
+                [[f"`{c['part']}`", c["ours"], c["peer"], fmt(c["n"]),
+                  (f"{c['difference']:+.3f}{ci(c.get('ci'))}" if "difference" in c
+                   else fmt(c.get("error"))),
+                  (f"{c['p_value']:.3g}" if isinstance(c.get("p_value"), float) else "—")]
+                 for c in pairs]))
     if missing:
         body.append("**Not measured:**\n\n" + bullets(missing))
     peer = (result.get("parts") or {}).get("peer") or {}

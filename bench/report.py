@@ -196,7 +196,12 @@ python -m bench                                # full mode: the real recipes (an
 python -m bench --only quality.tutorial1       # one part; results of parts merge into one report
 python -m bench --only training_speed,scaling  # some benches
 python -m bench --report-only                  # re-render this file from bench/results/*.json
+pip install --no-deps sklesion                 # optional peer (pins TF 2.17: never with its deps)
+python -m bench --only quality_peer            # the peer beside the ablation runs (after them)
 ```
+
+`quality_peer` reads the finished ablation runs from `$SKINLESION_ABLATION_RUNS` (default
+`bench/.cache/quality_ablation/full`); without `sklesion` its peer row reads "not installed".
 
 Each bench runs in its own child process (so its peak memory is its own and a crash is
 reported instead of stopping the rest) and writes `bench/results/<name>.json` atomically;

@@ -174,10 +174,25 @@ def test_score_run_on_a_restricted_view(tiny_run: Path, tmp_path: Path) -> None:
 
 # === The renderer ===
 
-def _test(auc: float, spec90: float, n: int = 152, pos: int = 55) -> dict[str, Any]:
-    return {"n": n, "n_positive": pos, "roc_auc": auc, "roc_auc_ci95": [auc - 0.05, auc + 0.05],
-            "specificity_at_sensitivity_90": spec90,
-            "roc_auc_complete_metadata": {"n": 100, "n_positive": 40, "roc_auc": auc + 0.01}}
+LABELS = [0, 1] * 10
+
+
+def _scores(shift: float) -> dict[str, Any]:
+    """Per-image scores: positives ranked above negatives by ``shift`` (plus a fixed jitter)."""
+    jitter = np.linspace(-0.4, 0.4, len(LABELS))[::-1]
+    return {"image_id": [f"ISIC_{i:07d}" for i in range(len(LABELS))], "label": LABELS,
+            "probability": [float(0.4 + 0.4 * shift * y + 0.3 * j) for y, j in zip(LABELS, jitter,
+                                                                       strict=True)]}
+
+
+def _test(auc: float, spec90: float, n: int = 152, pos: int = 55,
+          shift: float | None = None) -> dict[str, Any]:
+    out = {"n": n, "n_positive": pos, "roc_auc": auc, "roc_auc_ci95": [auc - 0.05, auc + 0.05],
+           "specificity_at_sensitivity_90": spec90,
+           "roc_auc_complete_metadata": {"n": 100, "n_positive": 40, "roc_auc": auc + 0.01}}
+    if shift is not None:
+        out["scores"] = _scores(shift)
+    return out
 
 
 def _record(quick: bool = False) -> dict[str, Any]:
@@ -201,16 +216,18 @@ def _record(quick: bool = False) -> dict[str, Any]:
                              "malignant_classes": ["akiec", "bcc", "mel"],
                              "metadata_given": {"age": 120, "sex": 119, "site": 105},
                              "sanity_ham10000": {"n": 106, "n_positive": 50, "roc_auc": 0.981},
-                             "image_only": {"input": "image only", "test": _test(0.612, 0.211)},
+                             "image_only": {"input": "image only",
+                                            "test": _test(0.612, 0.211, shift=0.0)},
                              "with_metadata": {"input": "+ age, sex, site",
-                                               "test": _test(0.655, 0.244)}},
+                                               "test": _test(0.655, 0.244, shift=0.1)}},
                     "finetune.binary": {"status": "absent",
                                         "reason": "no finished run at /runs/run-finetune.binary"},
                     "frozen.diagnosis_meta": {
                         "status": "ok", "backbone": "efficientnet_lite0", "input_size": 224,
-                        "fused": {"input": "image + age, sex, site", "test": _test(0.834, 0.467)},
+                        "fused": {"input": "image + age, sex, site",
+                                  "test": _test(0.834, 0.467, shift=0.5)},
                         "withheld": {"input": "image (metadata withheld)",
-                                     "test": _test(0.801, 0.4)}},
+                                     "test": _test(0.801, 0.4, shift=0.5)}},
                     "frozen.binary": {"status": "failed", "error": "Boom: it broke"},
                 }}}
 
@@ -229,6 +246,20 @@ def test_renderer_shows_every_row_and_what_is_missing() -> None:
     assert "AUC 0.981" in md and "not a quality figure" in md
     assert "pip install --no-deps sklesion" in md
     assert "Quick mode" not in md
+    # Paired DeLong, input matched: withheld vs peer image only, fused vs peer with metadata.
+    pairs = qp.paired_comparisons(_record()["result"])
+    assert [(c["part"], c["ours"], c["peer"]) for c in pairs] == [
+        ("frozen.diagnosis_meta", "image + age, sex, site", "+ age, sex, site"),
+        ("frozen.diagnosis_meta", "image (metadata withheld)", "image only")]
+    from sklearn.metrics import roc_auc_score
+
+    ours, peer = _scores(0.5), _scores(0.0)
+    expected = (roc_auc_score(LABELS, ours["probability"])
+                - roc_auc_score(LABELS, peer["probability"]))
+    assert pairs[1]["difference"] == pytest.approx(expected) and expected > 0
+    assert pairs[1]["n"] == 20 and 0 <= pairs[1]["p_value"] < 0.05
+    assert f"| `frozen.diagnosis_meta` | image (metadata withheld) | image only | 20 | " \
+           f"{expected:+.3f}" in md
     assert len(heads) == 3 and all(h["metric"].startswith("Non-HAM10000 test AUC") for h in heads)
     assert heads[0]["value"] == "0.612 [0.562–0.662]"
 
