@@ -612,8 +612,10 @@ def score_run(run_dir: str, data_dir: str, image_ids: list[str], view_dir: str, 
 
 def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (model, input): ``model``, ``input``, ``test`` figures or ``status``."""
+    from bench.quality_ablation import ORDER as ABLATION_ROWS
+
     parts: dict[str, Any] = result.get("parts") or {}
-    order = [p for p in result.get("part_order") or [] if p in parts]
+    order = [p for p in ("peer", *ABLATION_ROWS) if p in parts]
     order += [p for p in parts if p not in order]
     rows: list[dict[str, Any]] = []
     for name in order:
@@ -660,6 +662,12 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
     body: list[str] = []
     if result.get("quick"):
         body.append("**Quick mode: checks the machinery only.**")
+    stamps = sorted({(str((p.get("run") or {}).get("created", ""))[:16],
+                      str((p.get("run") or {}).get("commit") or "")[:12])
+                     for p in (result.get("parts") or {}).values() if isinstance(p, dict)}
+                    - {("", "")})
+    if stamps:
+        body.append("Parts measured " + ", ".join(f"{c} UTC at `{m}`" for c, m in stamps) + ".")
     body.append(
         f"Images: isic-dev test split ({fmt(sub.get('test_n'))} images, "
         f"{fmt(sub.get('test_malignant'))} malignant) minus its {fmt(sub.get('excluded_ham10000'))}"

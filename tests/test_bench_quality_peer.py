@@ -294,3 +294,16 @@ def test_peer_model_loads_and_scores_real_images(isic_dev: Path) -> None:
     meta = np.array([qp.peer_metadata(None, None, None, props)] * len(files), np.float32)
     probs = qp._peer_predict(model, files, {"x": meta}, size, [0, 1, 4])["x"]
     assert len(probs) == 2 and all(0.0 <= p <= 1.0 for p in probs)
+
+
+def test_rows_follow_the_ablation_order_after_merged_parts() -> None:
+    """Parts merged from several bench runs render peer first, then in ablation order."""
+    ok = {"status": "ok", "fused": {"input": "image", "test": _test(0.8, 0.5)},
+          "run": {"created": "2026-12-01T01:00:00+00:00", "commit": "0123456789abcdef"}}
+    result = {"part_order": ["finetune.binary"],  # as a later partial run leaves it
+              "parts": {"finetune.binary": ok, "frozen.binary": ok,
+                        "peer": {"status": "not installed", "reason": "absent"}}}
+    assert [r["part"] for r in qp.table_rows(result)] == ["peer", "frozen.binary",
+                                                          "finetune.binary"]
+    md, _ = qp.render_report("quality_peer", {"result": result})
+    assert "Parts measured 2026-12-01T01:00 UTC at `0123456789ab`." in md
