@@ -360,12 +360,15 @@ def paired_comparisons(result: dict[str, Any]) -> list[dict[str, Any]]:
     is compared with the peer's image only; our fused figure with the peer given age, sex
     and site. Rows without per-image scores are skipped.
     """
+    from bench.quality_ablation import ORDER as ABLATION_ROWS
     from skinlesion.evaluation.compare import delong_test
 
     parts: dict[str, Any] = result.get("parts") or {}
     peer = parts.get("peer") or {}
     out: list[dict[str, Any]] = []
-    for name, p in parts.items():
+    names = [n for n in ABLATION_ROWS if n in parts] + [n for n in parts if n not in ABLATION_ROWS]
+    for name in names:
+        p = parts[name]
         if name == "peer" or p.get("status") != "ok":
             continue
         meta = bool(p.get("withheld"))
