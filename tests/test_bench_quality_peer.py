@@ -224,6 +224,7 @@ def _record(quick: bool = False) -> dict[str, Any]:
                                         "reason": "no finished run at /runs/run-finetune.binary"},
                     "frozen.diagnosis_meta": {
                         "status": "ok", "backbone": "efficientnet_lite0", "input_size": 224,
+                        "val_auc": 0.851,
                         "fused": {"input": "image + age, sex, site",
                                   "test": _test(0.834, 0.467, shift=0.5)},
                         "withheld": {"input": "image (metadata withheld)",
@@ -235,12 +236,12 @@ def _record(quick: bool = False) -> dict[str, Any]:
 def test_renderer_shows_every_row_and_what_is_missing() -> None:
     md, heads = qp.render_report("quality_peer", _record())
     assert "**152 images, 55 malignant**" in md and "minus its 106 HAM10000" in md
-    assert "| sklesion 0.2.2 (PyPI; Xception, HAM10000) | image only | 0.612 [0.562–0.662] | " \
+    assert "| sklesion 0.2.2 (PyPI; Xception, HAM10000) | image only | — | 0.612 [0.562–0.662] | " \
            "21.1 % | 0.622 (n 100) | 152 (55) |" in md
-    assert "| + age, sex, site | 0.655 [0.605–0.705] | 24.4 %" in md
+    assert "| + age, sex, site | — | 0.655 [0.605–0.705] | 24.4 %" in md
     assert "`frozen.diagnosis_meta` (efficientnet_lite0 224 px) | image + age, sex, site | " \
-           "0.834 [0.784–0.884] | 46.7 %" in md
-    assert "image (metadata withheld) | 0.801" in md
+           "0.851 | 0.834 [0.784–0.884] | 46.7 %" in md
+    assert "image (metadata withheld) | — | 0.801" in md
     assert "`finetune.binary`: **absent** — no finished run" in md
     assert "`frozen.binary`: **failed** — Boom: it broke" in md
     assert "AUC 0.981" in md and "not a quality figure" in md
