@@ -684,7 +684,10 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
                     for k, v in (sub.get("by_source") or {}).items())
         + " — n/malignant per source).")
     cells, heads, missing = [], [], []
-    for r in table_rows(result):
+    rows = table_rows(result)
+    ours = [r for r in rows if r["part"] != "peer" and isinstance(r.get("val_auc"), int | float)]
+    best = max(ours, key=lambda r: r["val_auc"])["part"] if ours else None
+    for r in rows:
         if r["status"] != "ok":
             missing.append(f"{r['model']}: **{r['status']}** — {fmt(r.get('reason'))}")
             continue
@@ -697,8 +700,10 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
             f"{num(comp.get('roc_auc'))} (n {fmt(comp.get('n'))})",
             f"{fmt(t.get('n'))} ({fmt(t.get('n_positive'))})",
         ])
-        if t.get("roc_auc") is not None and r.get("headline"):
-            heads.append({"metric": f"Non-HAM10000 test AUC — {r['model']}, {r['input']}",
+        # Headline: the peer's two rows and our row with the best *validation* AUC.
+        if t.get("roc_auc") is not None and r.get("headline") and r["part"] in ("peer", best):
+            heads.append({"metric": f"Non-HAM10000 test AUC — {r['model']}, {r['input']}"
+                          + (" (our best on validation AUC)" if r["part"] == best else ""),
                           "value": f"{num(t.get('roc_auc'))}{ci(t.get('roc_auc_ci95'))}",
                           "note": f"n {fmt(t.get('n'))}; spec at 90 % sens "
                                   f"{pct(t.get('specificity_at_sensitivity_90'))}"})

@@ -262,6 +262,7 @@ def test_renderer_shows_every_row_and_what_is_missing() -> None:
     assert f"| `frozen.diagnosis_meta` | image (metadata withheld) | image only | 20 | " \
            f"{expected:+.3f}" in md
     assert len(heads) == 3 and all(h["metric"].startswith("Non-HAM10000 test AUC") for h in heads)
+    assert heads[2]["metric"].endswith("(our best on validation AUC)")
     assert heads[0]["value"] == "0.612 [0.562–0.662]"
 
 
