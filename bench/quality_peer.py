@@ -746,8 +746,10 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
                 f"very likely among its own training images, the peer reaches AUC "
                 f"{num(sanity.get('roc_auc'))} from the image alone — its preprocessing is "
                 f"reproduced.")
-    if data.get("runs_dir"):
-        body.append(f"Our runs read from `{data['runs_dir']}`.")
+    folders = sorted({str(Path(p["run_dir"]).parent) for p in (result.get("parts") or {}).values()
+                      if isinstance(p, dict) and p.get("run_dir") and p.get("status") == "ok"})
+    if folders:
+        body.append("Our runs read from " + ", ".join(f"`{f}`" for f in folders) + ".")
     if result.get("notes"):
         body.append(bullets(fmt(n) for n in result["notes"]))
     return "\n\n".join(body), heads

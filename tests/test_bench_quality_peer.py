@@ -224,7 +224,7 @@ def _record(quick: bool = False) -> dict[str, Any]:
                                         "reason": "no finished run at /runs/run-finetune.binary"},
                     "frozen.diagnosis_meta": {
                         "status": "ok", "backbone": "efficientnet_lite0", "input_size": 224,
-                        "val_auc": 0.851,
+                        "val_auc": 0.851, "run_dir": "/runs/run-frozen.diagnosis_meta",
                         "fused": {"input": "image + age, sex, site",
                                   "test": _test(0.834, 0.467, shift=0.5)},
                         "withheld": {"input": "image (metadata withheld)",
@@ -246,6 +246,7 @@ def test_renderer_shows_every_row_and_what_is_missing() -> None:
     assert "`frozen.binary`: **failed** — Boom: it broke" in md
     assert "AUC 0.981" in md and "not a quality figure" in md
     assert "pip install --no-deps sklesion" in md
+    assert "Our runs read from `/runs`." in md
     assert "Quick mode" not in md
     # Paired DeLong, input matched: withheld vs peer image only, fused vs peer with metadata.
     pairs = qp.paired_comparisons(_record()["result"])
