@@ -50,8 +50,9 @@ from skinlesion import INTENDED_USE
 from skinlesion.utils.atomic import atomic_write_text
 
 DOCS_PATH = REPO / "docs" / "BENCHMARKS.md"
-ORDER: tuple[str, ...] = ("quality", "quality_ablation", "training_speed", "scaling", "prepare_speed",
-                          "backbone_speed", "inference_speed", "tfrecord_speed", "machine")
+ORDER: tuple[str, ...] = ("quality", "quality_ablation", "quality_peer", "training_speed", "scaling",
+                          "prepare_speed", "backbone_speed", "inference_speed", "tfrecord_speed",
+                          "machine")
 """Section order; benches not listed follow alphabetically."""
 JSON_BLOCK_LIMIT = 6000
 
@@ -195,7 +196,12 @@ python -m bench                                # full mode: the real recipes (an
 python -m bench --only quality.tutorial1       # one part; results of parts merge into one report
 python -m bench --only training_speed,scaling  # some benches
 python -m bench --report-only                  # re-render this file from bench/results/*.json
+pip install --no-deps sklesion                 # optional peer (pins TF 2.17: never with its deps)
+python -m bench --only quality_peer            # the peer beside the ablation runs (after them)
 ```
+
+`quality_peer` reads the finished ablation runs from `$SKINLESION_ABLATION_RUNS` (default
+`bench/.cache/quality_ablation/full`); without `sklesion` its peer row reads "not installed".
 
 Each bench runs in its own child process (so its peak memory is its own and a crash is
 reported instead of stopping the rest) and writes `bench/results/<name>.json` atomically;
@@ -735,9 +741,17 @@ def render_quality_ablation(name: str, rec: dict[str, Any]) -> tuple[str, list[R
     return render_report(name, rec)
 
 
+def render_quality_peer(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
+    """Rendered beside its bench (bench/quality_peer.py)."""
+    from bench.quality_peer import render_report
+
+    return render_report(name, rec)
+
+
 RENDERERS: dict[str, Callable[[str, dict[str, Any]], tuple[str, list[Row]]]] = {
     "quality": render_quality,
     "quality_ablation": render_quality_ablation,
+    "quality_peer": render_quality_peer,
     "training_speed": render_training_speed,
     "scaling": render_scaling,
 }

@@ -51,7 +51,8 @@ def test_list_and_bad_names() -> None:
     listed = bench("--list")
     assert listed.returncode == 0
     names = listed.stdout.split()
-    assert names[:3] == ["quality", "training_speed", "scaling"] and "machine" in names
+    assert names[:5] == ["quality", "quality_ablation", "quality_peer", "training_speed",
+                         "scaling"] and "machine" in names
     bad = bench("--only", "nope")
     assert bad.returncode == 2 and "unknown bench 'nope'" in bad.stderr
     assert "available: quality" in bad.stderr
