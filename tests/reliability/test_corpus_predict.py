@@ -162,14 +162,14 @@ def test_unreadable_file_through_the_cli(run_dir: Path, corpus: dict[str, Built]
     good = corpus["control_photo"].path
     assert path is not None and good is not None
     if running_as_root():
-        real = Path.read_bytes
+        real = Path.open
 
-        def deny(self: Path) -> bytes:
+        def deny(self: Path, *args: object, **kwargs: object) -> object:
             if self == path:
                 raise PermissionError(13, "Permission denied", str(self))
-            return real(self)
+            return real(self, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "read_bytes", deny)
+        monkeypatch.setattr(Path, "open", deny)
     res = CliRunner().invoke(app, ["predict", str(run_dir), str(path), str(good), "--json"])
     assert res.exit_code == 0, res.output
     by_path = {r["path"]: r for r in json.loads(res.stdout)["rows"]}

@@ -88,7 +88,8 @@ def predict_command(
         _write_csv(out, records)
     counts = Counter(r.decision or "failed" for r in rows)
     summary = {"images": len(rows), **{k: counts.get(k, 0) for k in
-                                       ("benign", "malignant", "inconclusive", "failed")}}
+                                       ("benign", "malignant", "inconclusive", "out_of_scope",
+                                        "failed")}}
     if as_json:
         print_json({
             "run": str(run_dir), "model_id": predictor.model_id, "backbone": predictor.spec.backbone,
@@ -99,14 +100,17 @@ def predict_command(
         _print_table(records)
     _print_summary(summary, rows, predictor, out, cam)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
-    if summary["failed"] == len(rows):
+    if summary["failed"] + summary["out_of_scope"] == len(rows):
         raise typer.Exit(1)
 
 
 # === Output ===
 
 def _record(row: PredictionRow, cams: _CamWriter | None) -> dict[str, Any]:
+    from skinlesion.utils.safe_text import display_path
+
     rec = row.to_dict()
+    rec["path"] = display_path(row.path)  # a non-UTF-8 file name must not lose the results
     if cams is not None:
         rec["heatmap"] = cams.written.get(row.path)
     return rec
@@ -114,27 +118,32 @@ def _record(row: PredictionRow, cams: _CamWriter | None) -> dict[str, Any]:
 
 def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
     from skinlesion.utils.atomic import atomic_path
+    from skinlesion.utils.safe_text import csv_escape
 
     columns = list(CSV_COLUMNS) + [k for k in (records[0] if records else {}) if k not in CSV_COLUMNS]
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for rec in records:
-            writer.writerow({k: "" if rec.get(k) is None else rec[k] for k in columns})
+            # Spreadsheet formula injection: a name starting with = + - @ is written as text.
+            writer.writerow({k: "" if rec.get(k) is None else csv_escape(rec[k]) for k in columns})
 
 
 def _print_table(records: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from skinlesion.utils.safe_text import terminal_text
+
     table = Table("path", "probability", "decision", "error", box=None, pad_edge=False)
     style = {"malignant": "bold red", "inconclusive": "yellow", "benign": "green"}
     for rec in records:
         p = rec["probability"]
         decision = rec["decision"] or ""
-        table.add_row(rec["path"], "" if p is None else f"{p:.4f}",
+        # File names and errors may hold ESC sequences or rich markup: shown, never run.
+        table.add_row(terminal_text(rec["path"]), "" if p is None else f"{p:.4f}",
                       f"[{style.get(decision, '')}]{decision}[/]" if decision else "",
-                      rec["error"] or "")
+                      terminal_text(rec["error"] or ""))
     Console().print(table)
 
 
@@ -142,11 +151,15 @@ def _print_summary(summary: dict[str, int], rows: list[PredictionRow], predictor
                    out: Path | None, cam: Path | None) -> None:
     err_console.print(
         f"{summary['images']} image(s): {summary['benign']} benign, {summary['malignant']} malignant, "
-        f"{summary['inconclusive']} inconclusive, {summary['failed']} failed "
+        f"{summary['inconclusive']} inconclusive, {summary['out_of_scope']} out of scope, "
+        f"{summary['failed']} failed "
         f"(threshold {predictor.threshold:.3f}, model {predictor.model_id})", highlight=False)
+    from skinlesion.utils.safe_text import terminal_text
+
     failed = [r for r in rows if r.error]
     for r in failed[:10]:
-        err_console.print(f"  [red]failed:[/] {r.path}: {r.error}", highlight=False)
+        err_console.print(f"  [red]failed:[/] {terminal_text(r.path)}: {terminal_text(r.error)}",
+                          highlight=False)
     if len(failed) > 10:
         err_console.print(f"  … and {len(failed) - 10} more (see the error column)")
     if out is not None:
@@ -184,12 +197,12 @@ class _CamWriter:
 
         from skinlesion.data.pipeline import to_model_input
         from skinlesion.inference.gradcam import overlay, save_png
-        from skinlesion.inference.predictor import ImageError, open_rgb
+        from skinlesion.inference.predictor import ImageError
 
         photos, xs, paths = [], [], []
         for p in self.pending:
             try:
-                img = open_rgb(p)
+                img = self.predictor.decode(p, check_scope=False)
             except ImageError:  # vanished since it was predicted: the row already has a result
                 continue
             photos.append(img)

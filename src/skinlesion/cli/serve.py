@@ -39,11 +39,15 @@ def serve_command(
     import uvicorn
 
     from skinlesion import INTENDED_USE
+    from skinlesion.inference.predictor import Predictor
     from skinlesion.runspec import RunError, require_run
     from skinlesion.service.app import create_app
 
     try:
         require_run(run_dir)
+        # Load before uvicorn starts: a model that cannot load is a clear error and exit
+        # status 2 here, not a start-up traceback from inside the server.
+        predictor = Predictor.from_run(run_dir)
     except RunError as exc:
         fail(str(exc), code=2)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -53,7 +57,7 @@ def serve_command(
     err_console.print(f"serving {run_dir} on http://{host}:{port}/  (API docs: /docs)",
                       highlight=False)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
-    app = create_app(run_dir, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+    app = create_app(predictor, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                      read_timeout_s=client_timeout)
     uvicorn.run(app, host=host, port=port, log_level=log_level,
                 http=header_deadline_protocol(client_timeout))
