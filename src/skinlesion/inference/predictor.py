@@ -33,6 +33,7 @@ from skinlesion.data.pipeline import to_model_input
 from skinlesion.inference.scope import DEFAULT_SCOPE, OUT_OF_SCOPE, ScopeRule
 from skinlesion.inference.tta import check_tta, dihedral_view
 from skinlesion.runspec import MODEL_FILE, ModelSpec, RunError, require_run
+from skinlesion.utils.memory import release_freed_memory
 
 if TYPE_CHECKING:
     import keras
@@ -48,6 +49,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 """File extensions picked up when a folder or glob is expanded (case-insensitive)."""
 
 DECISIONS: tuple[str, ...] = ("benign", "inconclusive", "malignant")
+
+LARGE_DECODE_PIXELS = 8_000_000
+"""After decoding an image larger than this, freed memory is returned to the OS."""
 
 NONFINITE_ERROR = "the model produced NaN or Inf for this image (no probability)"
 """The error of a row whose output was not a number: never reported as a probability."""
@@ -380,6 +384,11 @@ class Predictor:
         label = name or (os.fspath(source) if not isinstance(source, bytes | bytearray | memoryview)
                          else "<bytes>")
         img = open_image(source, name=label, max_pixels=max_pixels, reduce_for=self.input_size)
+        w, h = img.info.get("original_size", img.size)
+        if w * h > LARGE_DECODE_PIXELS:
+            # The full-size buffers are free now; give them back to the OS instead of
+            # keeping them in the allocator (RSS would stay at the peak).
+            release_freed_memory()
         if check_scope and self.scope is not None:
             self.scope.check(img, label, img.info.get("original_size"))
         return img

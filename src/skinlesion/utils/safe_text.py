@@ -47,16 +47,22 @@ def escape_frame(df: Any) -> Any:
     """A copy of a pandas DataFrame with :func:`csv_escape` applied to its text columns."""
     out = df.copy()
     for col in out.columns:
-        if out[col].dtype == object:
+        if _is_text(out[col]):
             out[col] = out[col].map(lambda v: csv_escape(display_path(v) if isinstance(v, str) else v))
     return out
+
+
+def _is_text(column: Any) -> bool:
+    import pandas as pd
+
+    return column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
 
 
 def unescape_frame(df: Any) -> Any:
     """Undo :func:`escape_frame` on a frame read back with ``dtype=str``."""
     out = df.copy()
     for col in out.columns:
-        if out[col].dtype == object:
+        if _is_text(out[col]):
             out[col] = out[col].map(csv_unescape)
     return out
 
