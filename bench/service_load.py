@@ -333,7 +333,9 @@ def trickle_flood(port: int, *, connections: int, interval: float = 2.0, wait: f
     slowest answer in seconds from the connection's start.
     """
     head = (b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n")
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n")
     answers: list[tuple[str, float]] = []
     lock = threading.Lock()
 

@@ -112,11 +112,15 @@ def _head(length: int = 100_000) -> bytes:
             b"Content-Length: %d\r\n\r\n" % length)
 
 
+_PART = (b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+         b"Content-Type: image/jpeg\r\n\r\n")
+
+
 def _trickle(port: int, every: float, limit: float) -> tuple[str, float]:
     """Send a head, then one body byte every ``every`` s; the answer and when it came."""
     t0 = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=limit) as s:
-        s.sendall(_head())
+        s.sendall(_head() + _PART)  # a valid start: the multipart parser waits for more
         s.settimeout(every)
         while time.monotonic() - t0 < limit:
             try:
