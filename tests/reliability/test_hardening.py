@@ -131,19 +131,20 @@ def test_row5_non_utf8_file_name_still_writes_the_csv(run_dir: Path, tmp_path: P
     assert "caf\\xe9.jpg" in text and "good.jpg" in text
 
 
-def test_row12_formula_cells_are_escaped_in_predictions_csv(run_dir: Path, tmp_path: Path) -> None:
+def test_row12_formula_cells_are_escaped_in_predictions_csv(run_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import csv
 
     folder = tmp_path / "photos"
     make_image(folder / "=HYPERLINK(evil).jpg", seed=2)
     make_image(folder / "+plus.jpg", seed=3)
     out = tmp_path / "p.csv"
-    res = CliRunner().invoke(app, ["predict", str(run_dir), str(folder / "=HYPERLINK(evil).jpg"),
-                                   str(folder / "+plus.jpg"), "--out", str(out)])
+    monkeypatch.chdir(folder)  # relative names: the cell starts with the formula character
+    res = CliRunner().invoke(app, ["predict", str(run_dir), "=HYPERLINK(evil).jpg", "+plus.jpg",
+                                   "--out", str(out)])
     assert res.exit_code == 0, res.output
-    # Relative names start with the formula character itself.
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
-    assert len(rows) == 2 and all(not r["path"].startswith(("=", "+")) for r in rows)
+    assert sorted(r["path"] for r in rows) == ["'+plus.jpg", "'=HYPERLINK(evil).jpg"]
     from skinlesion.utils.safe_text import csv_escape, csv_unescape
 
     for value in ("=1+1", "+x", "-cmd", "@SUM(A1)", "\tx"):
