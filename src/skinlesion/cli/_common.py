@@ -14,8 +14,14 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` in red on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``message`` in red on stderr and exit with ``code``.
+
+    The message is shown as text: control characters (a file name's ESC sequence) as
+    ``\x1b`` escapes, rich markup (``[bold]``) literally.
+    """
+    from skinlesion.utils.safe_text import terminal_text
+
+    err_console.print(f"[bold red]error:[/] {terminal_text(message)}", highlight=False)
     raise typer.Exit(code)
 
 

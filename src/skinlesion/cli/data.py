@@ -133,8 +133,10 @@ def prepare_command(
     else:
         colour = "yellow" if result.report["counts"]["rejected"] else "green"
         err_console.print(f"[{colour}]prepared[/] {result.summary}", highlight=False, soft_wrap=True)
+        from skinlesion.utils.safe_text import terminal_text
+
         for warning in result.report["warnings"][:5]:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] {terminal_text(warning)}", highlight=False)
         if len(result.report["warnings"]) > 5:
             err_console.print(f"[yellow]… {len(result.report['warnings']) - 5} more warnings in "
                               f"{result.report_path}[/]", highlight=False)

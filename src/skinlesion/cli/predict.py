@@ -60,8 +60,10 @@ def predict_command(
     from skinlesion.runspec import RunError
 
     paths, problems = find_images(inputs)
+    from skinlesion.utils.safe_text import terminal_text
+
     for msg in problems:
-        err_console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {terminal_text(msg)}", highlight=False)
     if not paths:
         fail("no images to predict", code=1)
     try:
