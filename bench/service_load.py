@@ -615,7 +615,9 @@ def _extra_tables(v: dict[str, Any]) -> list[dict[str, Any]]:
             "columns": ["answer", "clients"],
             "rows": [{"answer": k, "clients": n} for k, n in sorted(flood["answers"].items())],
             "notes": [f"slowest answer {flood['slowest_s']} s after connecting; 408: body too "
-                      "slow (minimum rate after 5 s), 503: over --max-connections."]})
+                      "slow (minimum rate after 5 s); 503 with Retry-After: over the requests-"
+                      "in-flight cap (--max-connections / 2 = 128), or uvicorn's plain 503 over "
+                      "--max-connections (256)."]})
     worst = v.get("worst_images")
     if worst:
         par = worst["parallel"]

@@ -76,16 +76,11 @@ def display_path(text: str | os.PathLike[str]) -> str:
         s.encode("utf-8")
         return s
     except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
-            if _only_escapes(s) else s.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _only_escapes(s: str) -> bool:
-    try:
-        s.encode("utf-8", "surrogateescape")
-        return True
-    except UnicodeEncodeError:
-        return False
+        pass
+    try:  # bytes the file system gave (surrogateescape) → \xNN
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # other lone surrogates → \udcNN
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def terminal_text(text: Any, *, markup: bool = True) -> str:
