@@ -50,6 +50,8 @@ CLIENT_TIMEOUT_S = 5.0
 """``serve --client-timeout``: header deadline and body-stall limit."""
 MAX_UPLOAD_MB = 5.0
 SLOWLORIS_CONNECTIONS = 50
+TRICKLE_CONNECTIONS = 300
+"""Clients trickling a body at once (more than ``serve --max-connections`` 256)."""
 
 
 # === The server ==================================================================
@@ -94,7 +96,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(run_dir: str | os.PathLike[str], *, client_timeout: float = CLIENT_TIMEOUT_S,
-          max_upload_mb: float = MAX_UPLOAD_MB, startup_timeout: float = 300) -> Iterator[Server]:
+          max_upload_mb: float = MAX_UPLOAD_MB, startup_timeout: float = 300,
+          extra_args: tuple[str, ...] = ()) -> Iterator[Server]:
     """Start ``skinlesion serve RUN_DIR`` on 127.0.0.1 in its own process; stop it afterwards.
 
     Raises:
@@ -106,7 +109,8 @@ def serve(run_dir: str | os.PathLike[str], *, client_timeout: float = CLIENT_TIM
     log = Path(tempfile.mkstemp(prefix="skinlesion-serve-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "skinlesion.cli.main", "serve", os.fspath(run_dir),
            "--port", str(port), "--log-level", "warning",
-           "--client-timeout", str(client_timeout), "--max-upload-mb", str(max_upload_mb)]
+           "--client-timeout", str(client_timeout), "--max-upload-mb", str(max_upload_mb),
+           *extra_args]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -254,7 +258,7 @@ def hostile_clients(port: int, *, client_timeout: float, max_upload_mb: float,
     """
     wait = client_timeout + 30
     big = int(max_upload_mb * 2**20)
-    multipart = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n"
+    multipart = (b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  b"Content-Type: multipart/form-data; boundary=b\r\n")
     part_head = (b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
                  b"Content-Type: image/jpeg\r\n\r\n")
@@ -296,7 +300,7 @@ def hostile_clients(port: int, *, client_timeout: float, max_upload_mb: float,
 
     def slow() -> None:
         try:
-            loris.append(_raw(port, [b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"], wait=wait))
+            loris.append(_raw(port, [b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n"], wait=wait))
         except OSError as exc:
             loris.append((f"{type(exc).__name__}", float("nan")))
 
@@ -319,6 +323,130 @@ def hostile_clients(port: int, *, client_timeout: float, max_upload_mb: float,
     return sorted(results, key=lambda r: order.index(r["probe"]) if r["probe"] in order else 99)
 
 
+def trickle_flood(port: int, *, connections: int, interval: float = 2.0, wait: float = 120.0
+                  ) -> dict[str, Any]:
+    """``connections`` clients that each send a POST head, then one body byte every ``interval`` s.
+
+    Before the body deadline and the minimum rate, every such client held its connection
+    for as long as it kept trickling. Now each must be answered — 408 (too slow) or 503 (over
+    the connection cap) — and none may stay open. Returns the counts per answer and the
+    slowest answer in seconds from the connection's start.
+    """
+    head = (b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n")
+    answers: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        t0 = time.monotonic()
+        got = "timeout"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+                s.sendall(head)
+                s.settimeout(interval)
+                while time.monotonic() - t0 < wait:
+                    try:
+                        data = s.recv(4096)
+                        got = data.split(b"\r\n", 1)[0].decode("latin-1") if data else "closed"
+                        break
+                    except TimeoutError:
+                        try:
+                            s.sendall(b"-")
+                        except OSError:
+                            got = "closed"
+                            break
+                    except OSError:
+                        got = "reset"
+                        break
+        except OSError as exc:
+            got = type(exc).__name__
+        with lock:
+            answers.append((got, time.monotonic() - t0))
+
+    threads = [threading.Thread(target=one) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts: dict[str, int] = {}
+    for got, _ in answers:
+        key = got[9:12] if got.startswith("HTTP/1.1 ") else got
+        counts[key] = counts.get(key, 0) + 1
+    return {"connections": connections, "interval_s": interval, "answers": counts,
+            "slowest_s": round(max(sec for _, sec in answers), 1)}
+
+
+def worst_images() -> list[tuple[str, bytes]]:
+    """The worst accepted uploads of issue 17 (row 1): tiny files that decode to 49 MP.
+
+    A lossless WebP of 7,000×7,000 px and a 16-bit greyscale PNG of 7,000×7,000 px (49 MP,
+    under the service's 50 MP limit), both of a smooth pattern (so they compress to a few
+    KB and are in scope: not constant).
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    side = 7000
+    ramp = np.linspace(0, 1, side, dtype=np.float32)
+    rgb = np.empty((side, side, 3), np.uint8)
+    rgb[..., 0] = (ramp[None, :] * 255).astype(np.uint8)
+    rgb[..., 1] = (ramp[:, None] * 255).astype(np.uint8)
+    rgb[..., 2] = 128
+    webp = io.BytesIO()
+    Image.fromarray(rgb).save(webp, "WEBP", lossless=True, quality=0, method=0)
+    del rgb
+    grey = (ramp[None, :] * ramp[:, None] * 65535).astype(np.uint16)
+    png = io.BytesIO()
+    Image.fromarray(grey).save(png, "PNG", compress_level=9)
+    return [("worst.webp", webp.getvalue()), ("worst16.png", png.getvalue())]
+
+
+def measure_worst_images(run_dir: str | os.PathLike[str], *, parallel: int = 4,
+                         extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Peak server RSS and CPU for each worst image alone, then ``parallel`` at once."""
+    import httpx
+    import psutil
+
+    images = worst_images()
+    out: dict[str, Any] = {"images": [], "parallel": {}}
+    with serve(run_dir, max_upload_mb=20, extra_args=extra_args) as server:
+        proc = psutil.Process(server.process.pid)
+        small = photos(1)[0]
+        httpx.post(f"{server.url}/v1/predict", files={"image": small}, timeout=120)
+        for name, data in images:
+            before = server.rss_mb()
+            cpu0 = sum(proc.cpu_times()[:2])
+            with MemorySampler(server, interval=0.05) as sampler:
+                t0 = time.monotonic()
+                r = httpx.post(f"{server.url}/v1/predict", files={"image": (name, data)},
+                               timeout=600)
+                wall = time.monotonic() - t0
+            out["images"].append({
+                "image": name, "file_kb": round(len(data) / 1024, 1), "status": r.status_code,
+                "rss_before_mb": round(before, 1), "rss_peak_mb": round(sampler.peak_mb, 1),
+                "peak_growth_mb": round(sampler.peak_mb - before, 1),
+                "cpu_s": round(sum(proc.cpu_times()[:2]) - cpu0, 2), "wall_s": round(wall, 2)})
+        name, data = images[0]
+        before = server.rss_mb()
+        with MemorySampler(server, interval=0.05) as sampler:
+            threads = [threading.Thread(target=lambda: httpx.post(
+                f"{server.url}/v1/predict", files={"image": (name, data)}, timeout=600))
+                for _ in range(parallel)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        time.sleep(1.0)
+        out["parallel"] = {"image": name, "requests": parallel, "rss_before_mb": round(before, 1),
+                           "rss_peak_mb": round(sampler.peak_mb, 1),
+                           "rss_after_mb": round(server.rss_mb(), 1)}
+    return out
+
+
 # === The whole measurement ========================================================
 
 def photos(n: int = 32) -> list[tuple[str, bytes]]:
@@ -337,8 +465,12 @@ def photos(n: int = 32) -> list[tuple[str, bytes]]:
 def measure_service(run_dir: str | os.PathLike[str], payloads: list[tuple[str, bytes]], *,
                     clients: int, per_client: int, client_timeout: float = CLIENT_TIMEOUT_S,
                     max_upload_mb: float = MAX_UPLOAD_MB,
-                    slowloris: int = SLOWLORIS_CONNECTIONS) -> dict[str, Any]:
-    """Warm-up, a loaded round under attack, a clean round; memory and connections throughout."""
+                    slowloris: int = SLOWLORIS_CONNECTIONS, trickle: int = 0) -> dict[str, Any]:
+    """Warm-up, a loaded round under attack, a clean round; memory and connections throughout.
+
+    ``trickle``: that many clients trickling a body (one byte every 2 s) after round 2
+    (issue 17, row 2): each must be answered 408 or 503, none left open.
+    """
     import httpx
 
     half = max(1, per_client // 2)
@@ -357,6 +489,7 @@ def measure_service(run_dir: str | os.PathLike[str], payloads: list[tuple[str, b
             rss_round1 = server.rss_mb()
             round2 = load(server.url, payloads, clients=clients, per_client=per_client - half)
             rss_round2 = server.rss_mb()
+        flood = trickle_flood(server.port, connections=trickle) if trickle else None
         time.sleep(0.5)
         connections_after = server.tcp_connections()
         health = httpx.get(f"{server.url}/v1/health", timeout=10).json()
@@ -367,6 +500,7 @@ def measure_service(run_dir: str | os.PathLike[str], payloads: list[tuple[str, b
         "memory_mb": {"start": rss_start, "after_warmup": rss_warm, "after_round1": rss_round1,
                       "after_round2": rss_round2, "peak": sampler.peak_mb,
                       "growth_round2": rss_round2 - rss_round1},
+        "trickle_flood": flood,
         "connections_after": connections_after, "healthy_after": health.get("status") == "ok",
         "alive_after": alive,
         "settings": {"clients": clients, "requests_per_client": per_client,
@@ -404,7 +538,9 @@ def run(quick: bool = True) -> dict[str, Any]:
     run_dir = cache_dir() / "service_load" / "run"
     load_before = load_average()
     weights = _make_run(run_dir)
-    value = measure_service(run_dir, photos(), clients=CLIENTS, per_client=per_client)
+    value = measure_service(run_dir, photos(), clients=CLIENTS, per_client=per_client,
+                            trickle=TRICKLE_CONNECTIONS)
+    value["worst_images"] = measure_worst_images(run_dir)
     value.update(backbone=BACKBONE, weights=weights, quick=quick,
                  load_average={"before": load_before, "after": load_average()})
     return {**value, **_render(value)}
@@ -456,6 +592,7 @@ def _render(v: dict[str, Any]) -> dict[str, Any]:
                        "closed the connection."]},
             {"title": "Server memory (RSS, psutil)", "columns": ["point", "rss_mb"],
              "rows": [{"point": k.replace("_", " "), "rss_mb": val} for k, val in mem.items()]},
+            *_extra_tables(v),
         ],
         "notes": [
             "Errors: any answer other than 200 with a probability in [0, 1], or a client-side "
@@ -468,11 +605,46 @@ def _render(v: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _extra_tables(v: dict[str, Any]) -> list[dict[str, Any]]:
+    tables = []
+    flood = v.get("trickle_flood")
+    if flood:
+        tables.append({
+            "title": f"{flood['connections']} clients trickling a body (one byte every "
+                     f"{flood['interval_s']:g} s)",
+            "columns": ["answer", "clients"],
+            "rows": [{"answer": k, "clients": n} for k, n in sorted(flood["answers"].items())],
+            "notes": [f"slowest answer {flood['slowest_s']} s after connecting; 408: body too "
+                      "slow (minimum rate after 5 s); 503 with Retry-After: over the requests-"
+                      "in-flight cap (--max-connections / 2 = 128), or uvicorn's plain 503 over "
+                      "--max-connections (256)."]})
+    worst = v.get("worst_images")
+    if worst:
+        par = worst["parallel"]
+        tables.append({
+            "title": "Worst accepted images (49 MP): server peak RSS",
+            "columns": ["image", "file_kb", "status", "rss_before_mb", "rss_peak_mb",
+                        "peak_growth_mb", "cpu_s", "wall_s"],
+            "rows": worst["images"],
+            "notes": [f"{par['requests']} × {par['image']} at once: RSS {par['rss_before_mb']} → "
+                      f"peak {par['rss_peak_mb']} → {par['rss_after_mb']} MiB afterwards."]})
+    return tables
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.service_load [--quick]``: print the JSON record."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="400 requests instead of 1,600")
+    parser.add_argument("--worst-images", action="store_true",
+                        help="only the peak RSS/CPU of the worst accepted images (row 1)")
     args = parser.parse_args(argv)
+    if args.worst_images:
+        from bench._harness import cache_dir
+
+        run_dir = cache_dir() / "service_load" / "run"
+        _make_run(run_dir)
+        print(json.dumps(measure_worst_images(run_dir), indent=2, default=str))
+        return 0
     print(json.dumps(run(quick=args.quick), indent=2, default=str))
     return 0
 

@@ -218,10 +218,14 @@ def test_permission_error_is_reported(tmp_path: Path, monkeypatch: pytest.Monkey
     path = tmp_path / "locked.jpg"
     path.write_bytes(_encode(_noise(), "JPEG"))
 
-    def _deny(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    real = Path.open
 
-    monkeypatch.setattr(Path, "read_bytes", _deny)
+    def _deny(self: Path, *args: object, **kwargs: object) -> object:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", _deny)
     with pytest.raises(ImageError, match=r"locked\.jpg: permission denied"):
         open_image(path)
 

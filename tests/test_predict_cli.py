@@ -60,7 +60,7 @@ def test_predict_json_on_stdout(tiny_run: Path, photos: Path) -> None:
     assert doc["intended_use"] == INTENDED_USE and doc["model_id"] == "tiny-fixture"
     assert doc["summary"] == {"images": 4, "benign": doc["summary"]["benign"],
                               "malignant": 4 - 2 - doc["summary"]["benign"],
-                              "inconclusive": 0, "failed": 2}
+                              "inconclusive": 0, "out_of_scope": 0, "failed": 2}
     assert [Path(r["path"]).name for r in doc["rows"]] == ["a.jpg", "b.jpg", "empty.jpg", "notes.jpg"]
 
 

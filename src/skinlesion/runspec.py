@@ -22,6 +22,7 @@ Keras model's answers for this very ``model.keras`` (``skinlesion.inference.runt
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -108,22 +109,16 @@ class ModelSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = SPEC_FILE) -> ModelSpec:
-        """Build from a dict, ignoring unknown keys (forward compatibility).
+    def from_dict(cls, data: Any, where: str = SPEC_FILE) -> ModelSpec:
+        """Build from a dict checked by :func:`validate_spec` (unknown keys are ignored,
+        for forward compatibility).
 
         Raises:
-            RunError: if a required key is missing or a value is out of range.
+            RunError: naming ``where`` and the field, if the spec breaks the schema.
         """
+        validate_spec(data, where)
         known = {f.name for f in fields(cls)}
-        for key in ("backbone", "input_size"):
-            if key not in data:
-                raise RunError(f"{where}: missing key {key!r}")
-        spec = cls(**{k: v for k, v in data.items() if k in known})
-        if not 0.0 <= float(spec.threshold) <= 1.0:
-            raise RunError(f"{where}: threshold {spec.threshold} is outside [0, 1]")
-        if int(spec.input_size) < 8:
-            raise RunError(f"{where}: input_size {spec.input_size} is too small")
-        return spec
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def diagnosis_classes(self) -> list[str]:
@@ -153,11 +148,92 @@ class ModelSpec:
         path = Path(run_dir) / SPEC_FILE
         if not path.is_file():
             raise RunError(f"{path}: no model spec; is {run_dir} a finished training run?")
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise RunError(f"{path}: {size:,} bytes is too large for a model spec "
+                           f"(limit {MAX_SPEC_BYTES:,})")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise RunError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except json.JSONDecodeError as exc:
-            raise RunError(f"{path}: not valid JSON ({exc})") from exc
+            raise RunError(f"{path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise RunError(f"{path}: not a model spec (JSON nested too deeply)") from None
         return cls.from_dict(data, where=str(path))
+
+
+# === The model_spec.json schema ===
+
+MAX_SPEC_BYTES = 1_000_000
+"""A model spec is a few KB; anything over 1 MB is refused before parsing."""
+
+_NUMBER = (int, float)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_spec(data: Any, where: str = SPEC_FILE) -> None:
+    """Check a parsed ``model_spec.json`` against its schema; nothing defaults silently.
+
+    Required: ``backbone`` (non-empty string), ``input_size`` (integer 8–4096) and
+    ``threshold`` (number in [0, 1]: a missing threshold is an error, never 0.5).
+    Optional, checked when present: ``class_names`` (two or more distinct non-empty
+    strings), ``inconclusive_band`` (number in [0, 0.5]: the half-width of the band
+    around the threshold), ``youden_threshold``/``target_sensitivity`` (number in
+    [0, 1] or null), text fields (strings, ``last_conv_layer`` may be null), ``versions``
+    and ``val_metrics`` (objects), ``spec_version`` (integer ≥ 1). Keys it does not know
+    are allowed (newer specs add fields); add a rule here for each new field that a
+    decision depends on.
+
+    Raises:
+        RunError: ``"<where>: field '<name>': <what is wrong>"`` for the first problem.
+    """
+    def bad(field_name: str, what: str) -> RunError:
+        return RunError(f"{where}: field {field_name!r}: {what}")
+
+    if not isinstance(data, dict):
+        raise RunError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    for key in ("backbone", "input_size", "threshold"):
+        if key not in data:
+            raise bad(key, "missing (required)")
+    if not isinstance(data["backbone"], str) or not data["backbone"].strip():
+        raise bad("backbone", f"must be a non-empty string, got {data['backbone']!r:.80}")
+    size = data["input_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096:
+        raise bad("input_size", f"must be an integer from 8 to 4096, got {size!r:.80}")
+    for key, required in (("threshold", True), ("youden_threshold", False),
+                          ("target_sensitivity", False)):
+        if key in data and not (data[key] is None and not required):
+            value = data[key]
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
+                raise bad(key, f"must be a number in [0, 1], got {value!r:.80}")
+    if "inconclusive_band" in data:
+        band = data["inconclusive_band"]
+        if not _is_number(band) or not 0.0 <= band <= 0.5:
+            raise bad("inconclusive_band", "must be a number in [0, 0.5] (the half-width of "
+                                           f"the band around the threshold), got {band!r:.80}")
+    if "class_names" in data:
+        names = data["class_names"]
+        if (not isinstance(names, list) or len(names) < 2
+                or not all(isinstance(n, str) and n.strip() for n in names)
+                or len(set(names)) != len(names)):
+            raise bad("class_names", f"must be a list of two or more distinct non-empty "
+                                     f"strings, got {names!r:.80}")
+    for key in ("preprocessing", "threshold_rule", "model_id", "data_fingerprint",
+                "code_version", "created", "intended_use"):
+        if key in data and not isinstance(data[key], str):
+            raise bad(key, f"must be a string, got {type(data[key]).__name__}")
+    if "last_conv_layer" in data and not isinstance(data["last_conv_layer"], str | None):
+        raise bad("last_conv_layer", f"must be a string or null, got {type(data['last_conv_layer']).__name__}")
+    for key in ("versions", "val_metrics"):
+        if key in data and not isinstance(data[key], dict):
+            raise bad(key, f"must be an object, got {type(data[key]).__name__}")
+    version = data.get("spec_version", SPEC_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad("spec_version", f"must be an integer >= 1, got {version!r:.80}")
 
 
 def require_run(run_dir: str | os.PathLike[str]) -> Path:

@@ -322,7 +322,9 @@ def _gray() -> bytes:
 def _cmyk() -> bytes:
     from PIL import Image
 
-    return encode(Image.new("CMYK", (48, 32), (0, 255, 255, 0)), "JPEG", quality=95)
+    img = Image.new("CMYK", (48, 32), (0, 255, 255, 0))
+    img.paste((0, 0, 0, 255), (2, 2, 8, 8))  # a small black mark: not a constant image
+    return encode(img, "JPEG", quality=95)
 
 
 def _exif_rotated() -> bytes:
@@ -341,10 +343,34 @@ def _one_pixel() -> bytes:
     return encode(Image.new("RGB", (1, 1), (10, 200, 30)), "PNG")
 
 
+def _strip() -> bytes:
+    return encode(two_tone((400, 40), (200, 120, 90), (90, 60, 50), seed=6), "PNG")
+
+
+def _flat() -> bytes:
+    from PIL import Image
+
+    return encode(Image.new("RGB", (120, 100), (150, 110, 95)), "PNG")
+
+
+def _png16_large() -> bytes:
+    from PIL import Image
+
+    arr = np.empty((3000, 4000), np.uint16)          # 12 MP, 16-bit: decoded reduced
+    arr[:, :2000] = 65535
+    arr[:, 2000:] = 32896
+    return encode(Image.fromarray(arr), "PNG")
+
+
+def _huge_text() -> bytes:
+    return b"a text file, not a photo, 12 MB of it\n" * (12 * 2**20 // 38)
+
+
 def _gif() -> bytes:
     from PIL import Image
 
-    frames = [Image.new("RGB", (40, 30), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    frames = [Image.new("RGB", (40, 32), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    frames[0].paste((0, 0, 0), (2, 2, 6, 6))  # a small mark: not a constant frame
     return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=80, loop=0)
 
 
@@ -422,6 +448,7 @@ _NOT_IMAGE = "not an image, or a format that is not supported"
 _CORRUPT = "corrupt or truncated image"
 _TOO_LARGE = "image too large"
 _HEIC = "HEIC is not supported; install pillow-heif"
+_OUT_OF_SCOPE = "out of scope"
 
 CASES: tuple[Case, ...] = (
     # --- file contents ---
@@ -459,8 +486,28 @@ CASES: tuple[Case, ...] = (
          predict=ok("rotated upright before resizing"), service=ok("rotated upright"),
          check=top_dark_bottom_bright, label=1),
     Case("one_pixel", "1×1 px PNG", "image", _file("images/dot.png", _one_pixel),
-         prepare=ok("kept at 1×1 (never upscaled)"), predict=ok("stretched to the model input"),
-         service=ok("stretched to the model input"), check=uniform((10, 200, 30))),
+         prepare=ok("kept at 1×1 (never upscaled)"),
+         predict=bad(_OUT_OF_SCOPE + ": image is 1×1 px", "decision `out_of_scope`, no probability"),
+         service=bad(_OUT_OF_SCOPE, "422")),
+    Case("aspect_strip", "400×40 px strip (aspect ratio 10:1)", "image",
+         _file("images/strip.png", _strip),
+         prepare=ok("kept (prepare does not judge scope)"),
+         predict=bad(_OUT_OF_SCOPE + ": aspect ratio 10.0:1", "decision `out_of_scope`"),
+         service=bad(_OUT_OF_SCOPE, "422")),
+    Case("flat_image", "one flat colour, 120×100 px", "image", _file("images/flat.png", _flat),
+         prepare=ok("kept (prepare does not judge scope)"),
+         predict=bad(_OUT_OF_SCOPE + ": near-constant image", "decision `out_of_scope`"),
+         service=bad(_OUT_OF_SCOPE, "422")),
+    Case("png16_large", "16-bit PNG, 4,000×3,000 px (12 MP)", "image",
+         _file("images/deep_large.png", _png16_large),
+         prepare=ok("scaled to 8-bit in row blocks (no float copy), then resized"),
+         predict=ok("decoded reduced for the model (`Image.reduce`), 8-bit in row blocks"),
+         service=ok("decoded reduced, as predict"), check=gray_halves(255, 128), label=1),
+    Case("huge_text", "12 MB text file named `.jpg`", "image",
+         _file("images/huge.jpg", _huge_text),
+         prepare=bad(_NOT_IMAGE, "refused from its first 64 bytes; the rest is never read"),
+         predict=bad(_NOT_IMAGE, "refused from its first 64 bytes"),
+         service=bad(_NOT_IMAGE, "422")),
     Case("bomb_png", "PNG header claiming 40,000×40,000 px (1 KB file)", "image",
          _file("images/bomb.png", bomb_png),
          prepare=bad(_TOO_LARGE, "refused from the header, before decoding"),

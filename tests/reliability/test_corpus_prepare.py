@@ -94,6 +94,8 @@ def test_prepare_case(c: Case, prepared: tuple[Path, dict[str, Any], pd.DataFram
         arr = np.asarray(im)
     if c.name == "one_pixel":
         assert arr.shape[:2] == (1, 1)
+    elif c.name == "aspect_strip":
+        assert arr.shape[:2] == (40, 400)  # shorter side already under --size: kept
     elif c.name == "exif_rotated":
         assert arr.shape[0] > arr.shape[1]  # stored landscape, shown portrait
     else:

@@ -18,12 +18,14 @@ columns when piped (a path cut in two cannot be copied)."""
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` on stderr after a red ``error:`` and exit with ``code``.
+    """Print ``message`` in red on stderr and exit with ``code``.
 
-    The message is escaped: text in square brackets (``'skinlesion[export]'``, a list of
-    file names) is shown as written, never read as rich markup.
+    The message is shown as text: control characters (a file name's ESC sequence) as
+    ``\x1b`` escapes, rich markup (``[bold]``) literally.
     """
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    from skinlesion.utils.safe_text import terminal_text
+
+    err_console.print(f"[bold red]error:[/] {terminal_text(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -43,8 +45,6 @@ def check_runtime(value: str) -> str:
 
 def load_predictor(run_dir: Any, runtime: str, *, quiet: bool = False) -> Any:
     """``Predictor.from_run`` with the runtime's one-line note on stderr; exit 2 on a bad run."""
-    from rich.markup import escape
-
     from skinlesion.inference.predictor import Predictor
     from skinlesion.runspec import RunError
 

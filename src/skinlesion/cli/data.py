@@ -143,8 +143,10 @@ def prepare_command(
                           f"{result.metadata_summary.removeprefix('metadata ')}"
                           f"{f' (see {result.report_path.name})' if issues else ''}",
                           highlight=False, soft_wrap=True)
+        from skinlesion.utils.safe_text import terminal_text
+
         for warning in result.report["warnings"][:5]:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] {terminal_text(warning)}", highlight=False)
         if len(result.report["warnings"]) > 5:
             err_console.print(f"[yellow]… {len(result.report['warnings']) - 5} more warnings in "
                               f"{result.report_path}[/]", highlight=False)

@@ -73,8 +73,10 @@ def predict_command(
     from skinlesion.inference.predictor import find_images
 
     paths, problems = find_images(inputs)
+    from skinlesion.utils.safe_text import terminal_text
+
     for msg in problems:
-        err_console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {terminal_text(msg)}", highlight=False)
     if not paths:
         fail("no images to predict", code=1)
     predictor = load_predictor(run_dir, runtime)
@@ -116,7 +118,8 @@ def predict_command(
         _write_csv(out, records)
     counts = Counter(r.decision or "failed" for r in rows)
     summary = {"images": len(rows), **{k: counts.get(k, 0) for k in
-                                       ("benign", "malignant", "inconclusive", "failed")}}
+                                       ("benign", "malignant", "inconclusive", "out_of_scope",
+                                        "failed")}}
     if as_json:
         print_json({
             "run": str(run_dir), "model_id": predictor.model_id, "backbone": predictor.spec.backbone,
@@ -127,7 +130,7 @@ def predict_command(
         _print_table(records)
     _print_summary(summary, rows, predictor, out, cam)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
-    if summary["failed"] == len(rows):
+    if summary["failed"] + summary["out_of_scope"] == len(rows):
         raise typer.Exit(1)
 
 
@@ -142,7 +145,10 @@ class _RateColumn(ProgressColumn):
 
 
 def _record(row: PredictionRow, cams: _CamWriter | None) -> dict[str, Any]:
+    from skinlesion.utils.safe_text import display_path
+
     rec = row.to_dict()
+    rec["path"] = display_path(row.path)  # a non-UTF-8 file name must not lose the results
     if cams is not None:
         rec["heatmap"] = cams.written.get(row.path)
     return rec
@@ -150,7 +156,6 @@ def _record(row: PredictionRow, cams: _CamWriter | None) -> dict[str, Any]:
 
 def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
     from skinlesion.utils.atomic import atomic_path
-
     columns = list(CSV_COLUMNS) + [k for k in (records[0] if records else {}) if k not in CSV_COLUMNS]
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
@@ -168,21 +173,27 @@ def _cell(value: Any) -> Any:
     # A diagnosis model's class list, flattened for a spreadsheet: "melanoma 0.612000; …".
     if isinstance(value, list):
         return "; ".join(f"{d['diagnosis']} {d['probability']:.6f}" for d in value)
-    return value
+    # Spreadsheet formula injection: a name starting with = + - @ is written as text.
+    from skinlesion.utils.safe_text import csv_escape
+
+    return csv_escape(value)
 
 
 def _print_table(records: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from skinlesion.utils.safe_text import terminal_text
+
     table = Table("path", "probability", "decision", "error", box=None, pad_edge=False)
     style = {"malignant": "bold red", "inconclusive": "yellow", "benign": "green"}
     for rec in records:
         p = rec["probability"]
         decision = rec["decision"] or ""
-        table.add_row(rec["path"], "" if p is None else f"{p:.4f}",
+        # File names and errors may hold ESC sequences or rich markup: shown, never run.
+        table.add_row(terminal_text(rec["path"]), "" if p is None else f"{p:.4f}",
                       f"[{style.get(decision, '')}]{decision}[/]" if decision else "",
-                      rec["error"] or "")
+                      terminal_text(rec["error"] or ""))
     Console().print(table)
 
 
@@ -190,11 +201,15 @@ def _print_summary(summary: dict[str, int], rows: list[PredictionRow], predictor
                    out: Path | None, cam: Path | None) -> None:
     err_console.print(
         f"{summary['images']} image(s): {summary['benign']} benign, {summary['malignant']} malignant, "
-        f"{summary['inconclusive']} inconclusive, {summary['failed']} failed "
+        f"{summary['inconclusive']} inconclusive, {summary['out_of_scope']} out of scope, "
+        f"{summary['failed']} failed "
         f"(threshold {predictor.threshold:.3f}, model {predictor.model_id})", highlight=False)
+    from skinlesion.utils.safe_text import terminal_text
+
     failed = [r for r in rows if r.error]
     for r in failed[:10]:
-        err_console.print(f"  [red]failed:[/] {r.path}: {r.error}", highlight=False)
+        err_console.print(f"  [red]failed:[/] {terminal_text(r.path)}: {terminal_text(r.error)}",
+                          highlight=False)
     if len(failed) > 10:
         err_console.print(f"  … and {len(failed) - 10} more (see the error column)")
     if out is not None:
@@ -232,12 +247,12 @@ class _CamWriter:
 
         from skinlesion.data.pipeline import to_model_input
         from skinlesion.inference.gradcam import heatmap_panel, save_png
-        from skinlesion.inference.predictor import ImageError, open_rgb
+        from skinlesion.inference.predictor import ImageError
 
         photos, xs, rows = [], [], []
         for row in self.pending:
             try:
-                img = open_rgb(row.path)
+                img = self.predictor.decode(row.path, check_scope=False)
             except ImageError:  # vanished since it was predicted: the row already has a result
                 continue
             photos.append(img)

@@ -50,6 +50,37 @@ def serve_command(
         1, "--workers", min=1,
         help="Server processes, each with its own copy of the model (memory: see "
              "docs/DEPLOYMENT.md). On a small CPU one process that batches is faster."),
+    body_deadline: float = typer.Option(
+        60.0, "--body-deadline", min=1.0,
+        help="Seconds a client may take to send a whole request body (408 beyond)."),
+    min_body_rate: float = typer.Option(
+        1024.0, "--min-body-rate", min=0.0,
+        help="Slowest accepted average upload rate in bytes/s, after 5 s (408 below; 0: off)."),
+    max_connections: int = typer.Option(
+        256, "--max-connections", min=2,
+        help="Open connections uvicorn accepts before answering 503 (limit_concurrency); "
+             "requests in flight above half of it get a JSON 503 with Retry-After."),
+    api_key_file: Path | None = typer.Option(
+        None, "--api-key-file", exists=True, dir_okay=False,
+        help="Require this API key (first line of the file) as 'Authorization: Bearer KEY' or "
+             "'X-API-Key: KEY'. Also read from $SKINLESION_API_KEY. Required unless --host is "
+             "loopback."),
+    allowed_host: list[str] = typer.Option(
+        [], "--allowed-host",
+        help="Host header value accepted (repeatable; '*.example.org' allowed). Default: the "
+             "loopback names and --host. Required when --host is a wildcard (0.0.0.0, ::)."),
+    allowed_origin: list[str] = typer.Option(
+        [], "--allowed-origin",
+        help="Another web origin (https://app.example.org) whose pages may POST here "
+             "(repeatable); other cross-origin POSTs get 403."),
+    rate_limit: float | None = typer.Option(
+        None, "--rate-limit", min=0.0,
+        help="POST /v1/predict requests per minute per client address (429 beyond; 0: off). "
+             "Default: off on loopback, 60 otherwise."),
+    admin_model_card: bool = typer.Option(
+        False, "--admin-model-card",
+        help="GET /v1/model shows the whole spec: library versions, git commit, data "
+             "fingerprint, validation metrics (default: only what a client needs)."),
 ) -> None:
     """Serve POST /v1/predict, GET /v1/health, GET /v1/model and a web page at / .
 
@@ -58,6 +89,7 @@ def serve_command(
     import uvicorn
 
     from skinlesion import INTENDED_USE
+    from skinlesion.inference.predictor import Predictor
     from skinlesion.inference.runtimes import RuntimeUnavailable, select_runtime
     from skinlesion.runspec import RunError, require_run
     from skinlesion.service.app import create_app
@@ -65,33 +97,62 @@ def serve_command(
     try:
         require_run(run_dir)
         choice = select_runtime(run_dir, runtime)
+        # Load before uvicorn starts: a model that cannot load is a clear error and exit
+        # status 2 here, not a start-up traceback from inside the server (worker processes
+        # load their own copy; this one is only the check).
+        predictor = Predictor.from_run(run_dir, runtime=runtime)
     except (RunError, RuntimeUnavailable) as exc:
         fail(str(exc), code=2)
     if choice.note:
-        from rich.markup import escape
+        from skinlesion.utils.safe_text import terminal_text
 
-        err_console.print(f"[dim]{escape(choice.note)}[/]", highlight=False)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"[yellow]warning:[/] binding {host}: the service has no authentication "
-                          "or TLS; expose it only behind a reverse proxy you control.",
-                          highlight=False)
+        err_console.print(f"[dim]{terminal_text(choice.note)}[/]", highlight=False)
+
+    from skinlesion.service.security import LOOPBACK_HOSTS, is_loopback, read_api_key
+
+    try:
+        api_key = read_api_key(str(api_key_file) if api_key_file else None,
+                               os.environ.get("SKINLESION_API_KEY"))
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    loopback = is_loopback(host)
+    if not loopback and not api_key:
+        fail(f"binding {host} exposes the service beyond this machine: give an API key "
+             "(--api-key-file FILE or $SKINLESION_API_KEY), and serve it behind a TLS proxy",
+             code=2)
+    wildcard = host in ("0.0.0.0", "::", "")
+    if wildcard and not allowed_host:
+        fail(f"binding {host}: name the host names clients use with --allowed-host (the Host "
+             "header check stops DNS rebinding)", code=2)
+    hosts = list(allowed_host) or [*LOOPBACK_HOSTS, host]
+    rate = rate_limit if rate_limit is not None else (None if loopback else 60.0)
+    if not loopback:
+        err_console.print(f"[yellow]warning:[/] binding {host}: the service speaks plain HTTP; "
+                          "put a TLS reverse proxy in front of it.", highlight=False)
     err_console.print(f"serving {run_dir} on http://{host}:{port}/  (API docs: /docs)",
                       highlight=False)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
-    options: dict[str, Any] = {"run_dir": os.fspath(run_dir), "max_upload_mb": max_upload_mb,
-               "max_pixels": max_pixels, "read_timeout_s": client_timeout, "runtime": runtime,
-               "max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_pending": max_pending}
+    options: dict[str, Any] = {
+        "max_upload_mb": max_upload_mb, "max_pixels": max_pixels,
+        "read_timeout_s": client_timeout, "runtime": runtime, "max_batch": max_batch,
+        "max_wait_ms": max_wait_ms, "max_pending": max_pending,
+        "body_deadline_s": body_deadline, "min_rate_bps": min_body_rate or None,
+        "max_requests": max(1, max_connections // 2), "api_key": api_key,
+        "allowed_hosts": hosts, "allowed_origins": list(allowed_origin),
+        "rate_per_minute": rate or None, "admin_model_card": admin_model_card}
     if workers > 1:
         # Worker processes import the app by name: hand them the options through the
         # environment they inherit.
-        os.environ[OPTIONS_ENV] = json.dumps(options)
+        del predictor
+        os.environ[OPTIONS_ENV] = json.dumps({"run_dir": os.fspath(run_dir), **options})
         uvicorn.run("skinlesion.cli.serve:app_from_env", factory=True, workers=workers,
                     host=host, port=port, log_level=log_level,
-                    http="skinlesion.cli.serve:EnvHeaderDeadlineH11")
+                    http="skinlesion.cli.serve:EnvHeaderDeadlineH11",
+                    limit_concurrency=max_connections)
         return
-    app = create_app(options.pop("run_dir"), **options)
+    app = create_app(predictor, **options)
     uvicorn.run(app, host=host, port=port, log_level=log_level,
-                http=header_deadline_protocol(client_timeout))
+                http=header_deadline_protocol(client_timeout), limit_concurrency=max_connections)
 
 
 def app_from_env() -> Any:

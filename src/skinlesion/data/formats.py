@@ -619,8 +619,10 @@ def _resolve_in_root(root: Path, raw_path: str) -> tuple[Path | None, str | None
     rel = raw_path.replace("\\", "/")
     # Lexical check (not resolve()): a ``../`` path is refused, a symlink the user put
     # inside their own data folder is followed.
-    full = os.path.normpath(os.path.join(root, rel))
-    base = os.path.normpath(root)
+    # Absolute first: with a relative CSV path the root is "." and commonpath("x.jpg", ".")
+    # is "", which refused every row.
+    base = os.path.abspath(root)
+    full = os.path.normpath(os.path.join(base, rel))
     if os.path.commonpath([full, base]) != base:
         return None, f"path escapes the source folder {root}"
     if not os.path.lexists(full):

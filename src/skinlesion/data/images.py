@@ -40,6 +40,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
+SNIFF_BYTES = 64
+"""Bytes read to recognise a file's type before the rest of it is read."""
+
+REDUCE_MARGIN = 2
+"""``reduce_for=S`` keeps the shorter side at least ``REDUCE_MARGIN × S`` (and at least
+:data:`REDUCE_MIN_SIDE`) before the model's resize."""
+REDUCE_MIN_SIDE = 512
+"""Shorter side kept by a reduced decode whatever the model size (heatmap overlays are 512 px)."""
+
+
+def reduced_side(model_size: int) -> int:
+    """The shorter side a decode with ``reduce_for=model_size`` keeps at least."""
+    return max(REDUCE_MARGIN * int(model_size), REDUCE_MIN_SIDE)
+
 MAX_PIXELS = 100_000_000
 """Default pixel limit (width × height). ISIC 2020 photos reach 6,000×4,000 = 24 MP."""
 
@@ -76,6 +90,7 @@ def open_image(
     name: str | None = None,
     max_pixels: int = MAX_PIXELS,
     draft_size: int | None = None,
+    reduce_for: int | None = None,
 ) -> Image.Image:
     """Decode an image file or raw bytes into a fully loaded RGB image.
 
@@ -89,6 +104,12 @@ def open_image(
             1/8) chosen so that both sides stay at least ``draft_size`` pixels —
             several times faster for large photos that will be downscaled anyway.
             Other formats ignore it.
+        reduce_for: If given (the model's input side ``S``), the image is decoded
+            *reduced* for a model that resizes it to ``S × S``: JPEGs at a DCT scale
+            (``Image.draft``), every other format box-reduced by a whole factor
+            (``Image.reduce``), so that the shorter side stays at least
+            ``max(2·S, 512)`` and below twice that (see :func:`reduced_side`). The
+            model's float32 resize then works on at most ~1 MP instead of up to 50 MP.
 
     Returns:
         An ``RGB`` image with the EXIF orientation applied, pixels in memory.
@@ -104,7 +125,8 @@ def open_image(
     else:
         label = name or os.fspath(source)
         data = read_image_bytes(source, name=label)
-    return decode_image(data, name=label, max_pixels=max_pixels, draft_size=draft_size)
+    return decode_image(data, name=label, max_pixels=max_pixels, draft_size=draft_size,
+                        reduce_for=reduce_for)
 
 
 def read_image_bytes(path: str | os.PathLike[str], *, name: str | None = None) -> bytes:
@@ -118,7 +140,13 @@ def read_image_bytes(path: str | os.PathLike[str], *, name: str | None = None) -
     try:
         if p.is_dir():
             raise ImageError(label, "is a directory, not an image file")
-        data = p.read_bytes()
+        with p.open("rb") as fh:
+            # The type is checked on the first bytes before the rest is read: a 1.5 GB
+            # file that is not an image costs 64 bytes, not 1.5 GB.
+            head = fh.read(SNIFF_BYTES)
+            if head and not looks_like_image(head):
+                raise ImageError(label, _not_image_message(head))
+            data = head + fh.read()
     except ImageError:
         raise
     except FileNotFoundError:
@@ -142,18 +170,27 @@ def decode_image(
     name: str = "<bytes>",
     max_pixels: int = MAX_PIXELS,
     draft_size: int | None = None,
+    reduce_for: int | None = None,
 ) -> Image.Image:
     """Decode image bytes; see :func:`open_image` for arguments and errors."""
     if not data:
         raise ImageError(name, "empty file (0 bytes)")
     img = _open_checked(data, name, max_pixels)
+    declared = img.size
     try:
-        if draft_size and img.format in ("JPEG", "MPO"):
+        draft = int(draft_size) if draft_size else None
+        if reduce_for:
+            draft = reduced_side(int(reduce_for))
+        if draft and img.format in ("JPEG", "MPO"):
             # Reduced-DCT decoding: libjpeg skips the high frequencies, ~3-5x faster.
-            img.draft("RGB", (int(draft_size), int(draft_size)))
+            img.draft("RGB", (draft, draft))
         if getattr(img, "is_animated", False):
             img.seek(0)  # first frame of an animated GIF/WebP
         img.load()  # full decode now: truncated data fails here, not in a training batch
+        if img.mode.startswith("I;16"):
+            img = _sixteen_bit_to_l(img)  # 8-bit before anything else: no wide copies
+        if reduce_for:
+            img = _reduce(img, reduced_side(int(reduce_for)))
         ImageOps.exif_transpose(img, in_place=True)
         rgb = _to_rgb(img)
         if rgb is not img:
@@ -164,6 +201,7 @@ def decode_image(
         raise ImageError(name, f"image too large ({exc})") from None
     except _DECODE_ERRORS as exc:
         raise ImageError(name, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None
+    rgb.info["original_size"] = declared  # before any draft/reduce (width, height as stored)
     return rgb
 
 
@@ -227,6 +265,66 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     return img
 
 
+_SIGNATURES: tuple[bytes, ...] = (
+    b"\xff\xd8\xff",            # JPEG
+    b"\x89PNG\r\n\x1a\n",       # PNG
+    b"GIF87a", b"GIF89a",
+    b"II*\x00", b"MM\x00*",       # TIFF (little / big endian)
+    b"II+\x00", b"MM\x00+",       # BigTIFF
+    b"BM",                        # BMP
+)
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether the first bytes of a file are those of an accepted image format.
+
+    Used to refuse a large non-image before reading it whole; the real decision is
+    Pillow's, on the full bytes (a file that passes here may still be refused).
+    """
+    if head.startswith(_SIGNATURES):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    return len(head) >= 12 and head[4:8] == b"ftyp"  # HEIC/HEIF, decided later
+
+
+def _not_image_message(head: bytes) -> str:
+    del head
+    return ("not an image, or a format that is not supported (accepted: "
+            f"{', '.join(SUPPORTED_FORMATS)}; recognised from the first bytes)")
+
+
+def _reduce(img: Image.Image, least: int) -> Image.Image:
+    """Box-reduce by one whole factor, keeping the shorter side at least ``least`` pixels.
+
+    One factor for both axes keeps the aspect ratio (the heatmap overlay shows the photo
+    as it is). Modes Pillow cannot reduce are converted first.
+    """
+    factor = min(img.size) // least
+    if factor <= 1:
+        return img
+    try:
+        return img.reduce(factor)
+    except ValueError:  # a mode Image.reduce does not support (P, 1, …): convert first
+        if img.mode in ("P", "1", "PA"):
+            return _reduce(_to_rgb(img), least)
+        return img
+
+
+def _sixteen_bit_to_l(img: Image.Image, rows: int = 256) -> Image.Image:
+    """``I;16*`` → 8-bit ``L`` (0–65,535 → 0–255, rounded), ``rows`` rows at a time.
+
+    Pillow cannot reduce or LUT 16-bit images, and a whole-image float copy of a 49 MP
+    PNG is 392 MB; in blocks the extra memory is the 8-bit result plus one block.
+    """
+    w, h = img.size
+    out = np.empty((h, w), np.uint8)
+    for y in range(0, h, rows):
+        block = np.asarray(img.crop((0, y, w, min(h, y + rows))), dtype=np.uint32)
+        out[y:y + block.shape[0]] = (block * 2 + 257) // 514  # round(v / 257)
+    return Image.fromarray(out, "L")
+
+
 def _is_heif(data: bytes) -> bool:
     return len(data) >= 12 and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS
 
@@ -270,19 +368,18 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
     treated as 16-bit; ``F`` within 0–1 is scaled by 255; anything else is stretched
     from its minimum to its maximum.
     """
-    arr = np.asarray(img).astype(np.float64)
     if img.mode.startswith("I;16"):
-        out = arr / 257.0
+        return _sixteen_bit_to_l(img)
+    arr = np.asarray(img).astype(np.float32)  # float32: half the memory of float64
+    lo = float(np.nanmin(arr)) if arr.size else 0.0
+    hi = float(np.nanmax(arr)) if arr.size else 0.0
+    if img.mode == "F" and lo >= 0.0 and hi <= 1.0:
+        out = arr * np.float32(255.0)
+    elif lo >= 0.0 and hi <= 255.0:
+        out = arr
+    elif img.mode == "I" and lo >= 0.0 and hi <= 65535.0:
+        out = arr / np.float32(257.0)
     else:
-        lo = float(np.nanmin(arr)) if arr.size else 0.0
-        hi = float(np.nanmax(arr)) if arr.size else 0.0
-        if img.mode == "F" and lo >= 0.0 and hi <= 1.0:
-            out = arr * 255.0
-        elif lo >= 0.0 and hi <= 255.0:
-            out = arr
-        elif img.mode == "I" and lo >= 0.0 and hi <= 65535.0:
-            out = arr / 257.0
-        else:
-            out = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        out = (arr - lo) * np.float32(255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
     out = np.nan_to_num(out, nan=0.0)
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))

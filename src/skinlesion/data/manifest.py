@@ -38,6 +38,7 @@ import pandas as pd
 
 from skinlesion.utils.atomic import atomic_path
 from skinlesion.utils.hashing import sha256_file
+from skinlesion.utils.safe_text import escape_frame, unescape_frame
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -120,7 +121,7 @@ def read_manifest(data_dir: str | os.PathLike[str]) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not a readable CSV ({exc})") from exc
-    return validate_manifest(df, where=str(path))
+    return validate_manifest(unescape_frame(df), where=str(path))
 
 
 def write_manifest(df: pd.DataFrame, data_dir: str | os.PathLike[str]) -> Path:
@@ -128,7 +129,9 @@ def write_manifest(df: pd.DataFrame, data_dir: str | os.PathLike[str]) -> Path:
     path = manifest_path(data_dir)
     df = validate_manifest(df, where=str(path))
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, lineterminator="\n")
+        # Cells starting with = + - @ get a leading ' (formula injection); read_manifest
+        # removes it again.
+        escape_frame(df).to_csv(tmp, index=False, lineterminator="\n")
     return path
 
 

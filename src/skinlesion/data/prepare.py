@@ -174,7 +174,7 @@ def prepare(
     settings = settings or PrepareSettings()
     started = time.monotonic()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out_dir(out)
     label_map = LabelMap(settings.label_map)
 
     # === Read every source ===
@@ -252,6 +252,17 @@ def _candidates(read: list[SourceRows]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=[*CANDIDATE_FIELDS, "source_order", "source_path"])
     return pd.concat(frames, ignore_index=True)
+
+
+def _make_out_dir(out: Path) -> None:
+    """Create DATA_DIR, or say clearly why it cannot be (an existing file, a file on the way)."""
+    if out.exists() and not out.is_dir():
+        raise SourceError(f"--out {out}: is an existing file, not a folder; give a folder for "
+                          "the prepared data (DATA_DIR holds manifest.csv and the images)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SourceError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
 
 
 def _check_out_dir(sources: Sequence[str | os.PathLike[str]], out: Path) -> None:

@@ -42,6 +42,10 @@ _TMP_MARK = ".extracting-"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _JUNK_DIRS = {"__MACOSX"}
 _JUNK_FILES = {".DS_Store", "Thumbs.db"}
+MAX_TOTAL_BYTES = 256 * 2**30
+"""Largest total uncompressed size extracted (ISIC 2020 with its test set is ~50 GB)."""
+MAX_RATIO = 100.0
+"""Largest compression ratio of a member over 1 MiB."""
 
 
 def _member_parts(archive: Path, info: zipfile.ZipInfo) -> tuple[str, ...] | None:
@@ -117,6 +121,8 @@ def extract_zip(
     *,
     archive_sha256: str | None = None,
     progress: ProgressHook | None = None,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    max_ratio: float = MAX_RATIO,
 ) -> Path:
     """Extract ``archive`` into ``dest`` atomically (see the module docstring).
 
@@ -126,6 +132,13 @@ def extract_zip(
         archive_sha256: Recorded in the stamp; an existing ``dest`` whose stamp has the
             same hash is kept as it is (nothing to do).
         progress: Progress hook (bytes written).
+        max_total_bytes: Refuse an archive whose members add up to more than this,
+            uncompressed (default :data:`MAX_TOTAL_BYTES`, 256 GiB).
+        max_ratio: Refuse a member over 1 MiB that expands more than this many times
+            (default :data:`MAX_RATIO`, 100: JPEGs do not compress, CSVs ~5–20×; a zip
+            bomb reaches 1,000×). The sizes checked are the archive's declared ones,
+            before anything is written; ``zipfile`` never reads a member past its
+            declared size.
 
     Returns:
         ``dest``.
@@ -146,6 +159,7 @@ def extract_zip(
         with zipfile.ZipFile(archive) as zf:
             members = plan_members(archive, zf)
             needed = sum(info.file_size for info, _ in members)
+            _check_sizes(archive, members, needed, max_total_bytes, max_ratio)
             free = shutil.disk_usage(dest.parent).free
             if needed > free:
                 raise InsufficientSpaceError(
@@ -172,6 +186,21 @@ def extract_zip(
                               "nothing was left behind") from exc
     logger.info("extracted %s (%d files) into %s", archive.name, len(members), dest)
     return dest
+
+
+def _check_sizes(archive: Path, members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
+                 needed: int, max_total: int, max_ratio: float) -> None:
+    """Refuse a zip bomb from its directory: total uncompressed size and per-member ratio."""
+    if needed > max_total:
+        raise ExtractionError(f"{archive}: {needed / 2**30:.1f} GiB uncompressed is over the "
+                              f"limit of {max_total / 2**30:.1f} GiB (max_total_bytes); nothing "
+                              "was extracted")
+    for info, _ in members:
+        if info.file_size > 2**20 and info.file_size > max_ratio * max(1, info.compress_size):
+            raise ExtractionError(
+                f"{archive}: member {info.filename!r} expands {info.file_size:,} bytes from "
+                f"{info.compress_size:,} (compression ratio {info.file_size / max(1, info.compress_size):.0f}:1, "
+                f"limit {max_ratio:g}:1): a zip bomb? Nothing was extracted")
 
 
 def _write_members(zf: zipfile.ZipFile, members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],

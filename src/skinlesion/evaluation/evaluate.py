@@ -337,8 +337,9 @@ def predict_manifest(predictor: Predictor, rows: pd.DataFrame, data_dir: str | o
     """
     files = resolve_paths(rows, data_dir)
     meta = None if withhold_metadata or not predictor.uses_metadata else metadata_records(rows)
+    # A test set is scored whole: the out-of-scope guard is for deployment, not evaluation.
     results = predictor.predict_files(files, tta=tta, batch_size=batch_size, progress=progress,
-                                      metadata=meta)
+                                      metadata=meta, check_scope=False)
     out = rows.copy()
     out["file"] = files
     out["probability"] = [r.probability for r in results]
@@ -570,6 +571,8 @@ def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str], *,
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, lineterminator="\n")
+    from skinlesion.utils.safe_text import escape_frame
+
+    with atomic_path(path) as tmp:  # = + - @ cells as text (spreadsheet formula injection)
+        escape_frame(df).to_csv(tmp, index=False, lineterminator="\n")
     return path

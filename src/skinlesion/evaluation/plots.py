@@ -41,6 +41,24 @@ OPERATING_COLOR = "#111111"
 ERROR_COLORS = {"FN": "#c0392b", "FP": "#d68910"}
 
 
+def _plain_text(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Draw with mathtext off: ids, sources and run names are data, never TeX.
+
+    A label such as ``$\\undefinedmacro$`` otherwise makes matplotlib's mathtext parser
+    raise while the figure is saved, and ``evaluate`` would end without a report.
+    """
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _axes(ax: Axes | None, figsize: tuple[float, float] = FIGSIZE) -> Axes:
     if ax is not None:
         return ax
@@ -52,6 +70,7 @@ def _finish(ax: Axes, title: str) -> None:
     ax.grid(True, alpha=0.25)
 
 
+@_plain_text
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     """Render ``fig`` as PNG bytes."""
     buf = io.BytesIO()
@@ -216,6 +235,7 @@ def plot_threshold_curves(y_true: ArrayLike, y_prob: ArrayLike, threshold: float
 # === Subgroups and comparisons ===
 
 
+@_plain_text
 def plot_subgroup_auc(subgroups: Mapping[str, Any], overall_auc: float | None = None, *,
                       ax: Axes | None = None) -> Axes:
     """Forest plot: AUC and its CI for every subgroup (hollow marker = too small)."""
@@ -251,6 +271,7 @@ def _short(text: str, width: int = 28) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
+@_plain_text
 def plot_roc_comparison(y_true: ArrayLike, probabilities: Mapping[str, ArrayLike], *,
                         ax: Axes | None = None) -> list[RocCurveDisplay]:
     """Overlaid ROC curves of several models on the same images."""
@@ -317,6 +338,7 @@ def plot_training_curves(history: pd.DataFrame) -> Figure:
     return fig
 
 
+@_plain_text
 def plot_error_gallery(errors: pd.DataFrame, *, n: int = 12, columns: int = 4,
                        thumb_size: int = 192, fig: Figure | None = None,
                        load: Callable[[str, int], np.ndarray] = _thumbnail) -> Figure:
@@ -386,6 +408,7 @@ FIGURE_TITLES: dict[str, str] = {
 """Every figure the evaluation writes (``<name>.png``) and embeds in the report."""
 
 
+@_plain_text
 def evaluation_figures(result: EvalResult, errors: pd.DataFrame, *,
                        gallery_size: int = 12) -> dict[str, Figure]:
     """Draw every figure of an :class:`~skinlesion.evaluation.metrics.EvalResult`.

@@ -177,7 +177,9 @@ def predict_at_scale(
     from skinlesion.utils.atomic import atomic_path
 
     with atomic_path(Path(target)) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6f")
+        from skinlesion.utils.safe_text import escape_frame
+
+        escape_frame(frame).to_csv(tmp, index=False, lineterminator="\n", float_format="%.6f")
     failed = int((frame["error"] != "").sum())
     log.info("predicted %d images (%d unreadable) → %s", len(frame), failed, target)
     return BatchResult(output=target, images=len(frame), failed=failed,

@@ -30,8 +30,10 @@ import numpy as np
 from skinlesion.data.images import MAX_PIXELS as MAX_IMAGE_PIXELS
 from skinlesion.data.images import ImageError, open_image
 from skinlesion.data.pipeline import to_model_input
+from skinlesion.inference.scope import DEFAULT_SCOPE, OUT_OF_SCOPE, ScopeRule
 from skinlesion.inference.tta import check_tta, dihedral_view
 from skinlesion.runspec import MODEL_FILE, ModelSpec, RunError, require_run
+from skinlesion.utils.memory import release_freed_memory
 
 if TYPE_CHECKING:
     import keras
@@ -48,6 +50,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 """File extensions picked up when a folder or glob is expanded (case-insensitive)."""
 
 DECISIONS: tuple[str, ...] = ("benign", "inconclusive", "malignant")
+
+LARGE_DECODE_PIXELS = 8_000_000
+"""After decoding an image larger than this, freed memory is returned to the OS."""
 
 NONFINITE_ERROR = "the model produced NaN or Inf for this image (no probability)"
 """The error of a row whose output was not a number: never reported as a probability."""
@@ -73,7 +78,9 @@ class PredictionRow:
     Attributes:
         path: The input's path (or upload name).
         probability: P(malignant) in [0, 1], or None if the input failed.
-        decision: ``"benign"``, ``"malignant"`` or ``"inconclusive"``, or None on error.
+        decision: ``"benign"``, ``"malignant"`` or ``"inconclusive"``; ``"out_of_scope"``
+            for an image that is not plausibly a skin photo (``error`` says why; no
+            probability); None on any other error.
         error: Why the input failed (e.g. ``"cannot identify image file"``), or None.
         diagnoses: For a diagnosis model, every class as
             ``[{"diagnosis": name, "probability": p}, …]`` (most likely first), else None.
@@ -160,8 +167,8 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
             for p in found:
                 add(p)
         elif glob.has_magic(os.fspath(raw)):
-            found = sorted(Path(p) for p in glob.glob(os.fspath(raw), recursive=True)
-                           if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in _glob_no_symlink_dirs(os.fspath(raw))
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
                 problems.append(f"{raw}: pattern matched no images")
             for p in found:
@@ -169,6 +176,26 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
         else:
             problems.append(f"{item}: no such file or folder")
     return paths, problems
+
+
+def _glob_no_symlink_dirs(pattern: str) -> Iterator[Path]:
+    """Expand a glob pattern without following symlinked folders under ``**``.
+
+    ``glob.glob(recursive=True)`` follows symlinks to folders, so one link to ``..``
+    under ``photos/`` made ``'photos/**/*.jpg'`` recurse until paths hit the OS limit
+    (it hangs for minutes). ``pathlib``'s ``**`` does not descend into symlinked
+    folders; a symlinked *file* is still matched. Hidden entries are skipped, as
+    ``glob`` does.
+    """
+    import glob
+
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = Path(*parts[:first]) if first else Path()
+    rest = "/".join(parts[first:])
+    for p in base.glob(rest):
+        if not any(part.startswith(".") for part in p.relative_to(base).parts):
+            yield p
 
 
 # === The predictor ===
@@ -206,6 +233,8 @@ class Predictor:
         run_dir: The run folder it came from, if any.
         runtime: What runs the model (default: a ``KerasRuntime`` of ``model``).
         runtime_note: One line on how the runtime was chosen (the CLI shows it).
+        scope: When an image is answered "out of scope" instead of with a probability
+            (``skinlesion.inference.scope``); None disables the check.
 
     Attributes:
         model: The Keras model (see ``runtime`` for what predictions use).
@@ -216,8 +245,10 @@ class Predictor:
 
     def __init__(self, model: keras.Model | None, spec: ModelSpec,
                  run_dir: str | os.PathLike[str] | None = None, *,
-                 runtime: Runtime | None = None, runtime_note: str = "") -> None:
+                 runtime: Runtime | None = None, runtime_note: str = "",
+                 scope: ScopeRule | None = DEFAULT_SCOPE) -> None:
         self._model = model
+        self.scope = scope
         self.spec = spec
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.input_size = int(spec.input_size)
@@ -350,7 +381,7 @@ class Predictor:
         if runtime == self.runtime_name:
             return self
         if runtime == "keras":
-            return Predictor(self.model, self.spec, self.run_dir)
+            return Predictor(self.model, self.spec, self.run_dir, scope=self.scope)
         if self.run_dir is None:
             raise RunError(f"runtime {runtime} needs a run folder with its export")
         other = Predictor.from_run(self.run_dir, runtime=runtime)
@@ -512,14 +543,43 @@ class Predictor:
 
     # --- files and bytes ---
 
-    def load_image(self, source: str | os.PathLike[str] | bytes, *, name: str | None = None,
-                   max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-        """Decode a file or bytes and resize it to the model input ``(S, S, 3)`` float32 0–255.
+    def decode(self, source: str | os.PathLike[str] | bytes, *, name: str | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS, check_scope: bool = True) -> Image.Image:
+        """Decode a file or bytes for this model: reduced, then checked against the scope rule.
+
+        The one place ``predict``, the Predictor's batch methods and the service decode an
+        image. It is decoded *reduced* (``open_image(reduce_for=input_size)``: JPEG DCT
+        scaling, ``Image.reduce`` for other formats) so each side is at most about four
+        times, and at least twice, the model input before the model's own resize: memory
+        per image is the decoded file plus a small copy, whatever its size.
 
         Raises:
             ImageError: if it is not a readable image, or is larger than ``max_pixels``.
+            OutOfScopeError: (an ImageError) if ``check_scope`` and the image is not
+                plausibly a skin photo (``self.scope``).
         """
-        img = open_rgb(source, name=name, max_pixels=max_pixels)
+        label = name or (os.fspath(source) if not isinstance(source, bytes | bytearray | memoryview)
+                         else "<bytes>")
+        img = open_image(source, name=label, max_pixels=max_pixels, reduce_for=self.input_size)
+        w, h = img.info.get("original_size", img.size)
+        if w * h > LARGE_DECODE_PIXELS:
+            # The full-size buffers are free now; give them back to the OS instead of
+            # keeping them in the allocator (RSS would stay at the peak).
+            release_freed_memory()
+        if check_scope and self.scope is not None:
+            self.scope.check(img, label, img.info.get("original_size"))
+        return img
+
+    def load_image(self, source: str | os.PathLike[str] | bytes, *, name: str | None = None,
+                   max_pixels: int = MAX_IMAGE_PIXELS, check_scope: bool = True) -> np.ndarray:
+        """Decode a file or bytes (see :meth:`decode`) and resize it to the model input
+        ``(S, S, 3)`` float32 0–255.
+
+        Raises:
+            ImageError: if it is not a readable image, is larger than ``max_pixels``, or
+                is out of scope.
+        """
+        img = self.decode(source, name=name, max_pixels=max_pixels, check_scope=check_scope)
         return to_model_input(img, self.input_size)
 
     def row(self, path: str, probability: float,
@@ -561,6 +621,7 @@ class Predictor:
         progress: Callable[[int], None] | None = None,
         workers: int = 2,
         metadata: Sequence[dict[str, Any] | None] | None = None,
+        check_scope: bool = True,
     ) -> Iterator[PredictionRow]:
         """Predict image files lazily, in input order, holding at most two batches in memory.
 
@@ -576,6 +637,9 @@ class Predictor:
             workers: Decoding threads. Defaults to 2.
             metadata: One ``{"age", "sex", "site"}`` dict (or None) per path, in order, for a
                 model that uses clinical metadata; None = unknown for every image.
+            check_scope: Answer out-of-scope images (``self.scope``) with decision
+                ``"out_of_scope"`` and an error saying why, instead of a probability.
+                ``evaluate`` turns it off: a test set is scored whole.
 
         Yields:
             One ``PredictionRow`` per path.
@@ -586,7 +650,7 @@ class Predictor:
 
         def load(p: str) -> np.ndarray | str:
             try:
-                return self.load_image(p)
+                return self.load_image(p, check_scope=check_scope)
             except ImageError as exc:
                 return f"{p}: {exc.reason}"
             except Exception as exc:  # never let one file stop the batch
@@ -647,7 +711,9 @@ class Predictor:
             item = loaded[i]
             if isinstance(item, str):
                 msg = item[len(name) + 2:] if item.startswith(f"{name}: ") else item
-                rows.append(PredictionRow(path=name, probability=None, decision=None, error=msg))
+                rows.append(PredictionRow(path=name, probability=None, error=msg,
+                                          decision="out_of_scope" if msg.startswith(OUT_OF_SCOPE)
+                                          else None))
             elif not np.isfinite(probs[i]):
                 rows.append(PredictionRow(path=name, probability=None, decision=None,
                                           error=NONFINITE_ERROR))
@@ -663,7 +729,9 @@ class Predictor:
         batch_size: int = 32,
         progress: Callable[[int], None] | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
+        check_scope: bool = True,
     ) -> list[PredictionRow]:
         """Predict image files; see ``iter_predict_files`` (this collects its rows in a list)."""
         return list(self.iter_predict_files(paths, tta=tta, batch_size=batch_size,
-                                            progress=progress, metadata=metadata))
+                                            progress=progress, metadata=metadata,
+                                            check_scope=check_scope))

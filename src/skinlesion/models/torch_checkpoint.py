@@ -28,9 +28,11 @@ Two on-disk formats are understood:
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import struct
+import threading
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -59,6 +61,16 @@ _STORAGE_DTYPES: dict[str, np.dtype[Any]] = {
 }
 # bfloat16 has no numpy dtype: read as uint16 and widen to float32 (upper half).
 _BFLOAT16 = "BFloat16Storage"
+
+
+MAX_DEPTH = 64
+"""Deepest nesting of containers accepted in a checkpoint (a state dict is 1–3 deep)."""
+MAX_PICKLE_BYTES = 64 << 20
+"""Largest ``data.pkl`` accepted (the pickle holds names and shapes, not tensor data)."""
+MAX_RATIO = 100
+"""Largest compression ratio of a storage member over 1 MiB (PyTorch stores them uncompressed)."""
+DEFAULT_MAX_BYTES = 4 << 30
+"""Default cap on the bytes a checkpoint may make this reader read and allocate (4 GiB)."""
 
 
 class CheckpointError(ValueError):
@@ -108,6 +120,30 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
+class _Budget(threading.local):
+    """Bytes the current load may still read or allocate (per thread)."""
+
+    left: int = DEFAULT_MAX_BYTES
+
+    def spend(self, nbytes: int) -> None:
+        if nbytes > self.left:
+            raise CheckpointError(f"checkpoint needs more than its memory budget "
+                                  f"(another {nbytes:,} bytes, {self.left:,} left); raise "
+                                  "max_bytes if this is a genuinely large checkpoint")
+        self.left -= nbytes
+
+
+_budget = _Budget()
+
+
+def remaining(fh: IO[bytes]) -> int:
+    """Bytes left in a seekable file after its current position."""
+    pos = fh.tell()
+    end = fh.seek(0, os.SEEK_END)
+    fh.seek(pos)
+    return end - pos
+
+
 def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any,
                        *_ignored: Any) -> _TensorRef:
     # Remaining arguments (requires_grad, backward_hooks, metadata) do not matter for values.
@@ -121,6 +157,15 @@ def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any
         raise CheckpointError(f"malformed tensor metadata: {exc}") from exc
     if len(size_t) != len(stride_t) or offset < 0 or any(s < 0 for s in size_t + stride_t):
         raise CheckpointError(f"malformed tensor shape {size_t} / strides {stride_t}")
+    if any(st == 0 and n > 1 for n, st in zip(size_t, stride_t, strict=True)):
+        # A zero stride repeats one element: a 392-byte file could then describe a tensor
+        # of any size, and copying it out would allocate all of it.
+        raise CheckpointError(f"tensor with a zero stride (shape {size_t}, strides {stride_t}): "
+                              "not a saved parameter")
+    numel = math.prod(size_t)
+    if storage.numel >= 0 and numel > storage.numel and storage.root is None:
+        raise CheckpointError(f"tensor of shape {size_t} has {numel:,} elements but its storage "
+                              f"{storage.key!r} holds {storage.numel:,}")
     return _TensorRef(storage, offset, size_t, stride_t)
 
 
@@ -193,6 +238,8 @@ def _load_legacy(fh: IO[bytes]) -> Any:
         _, stype, root_key, _location, numel, view_metadata = pid[:6]
         stype = _storage_type(stype)
         root_key = str(root_key)
+        if int(numel) < 0:
+            raise CheckpointError(f"storage {root_key!r} with a negative size {numel}")
         if root_key not in storages:
             storages[root_key] = _StorageRef(root_key, stype.dtype, int(numel),
                                              bfloat16=stype.name == _BFLOAT16)
@@ -200,6 +247,9 @@ def _load_legacy(fh: IO[bytes]) -> Any:
         if view_metadata is None:
             return root
         view_key, offset, view_size = view_metadata
+        if int(offset) < 0 or int(view_size) < 0 or int(offset) + int(view_size) > root.numel:
+            raise CheckpointError(f"storage view {view_key!r} ({offset}+{view_size}) lies outside "
+                                  f"its storage of {root.numel} elements")
         return _StorageRef(str(view_key), root.dtype, int(view_size), root.bfloat16,
                            root=root, view_offset=int(offset))
 
@@ -218,6 +268,10 @@ def _load_legacy(fh: IO[bytes]) -> Any:
         if numel != ref.numel:
             raise CheckpointError(f"storage {key!r} holds {numel} elements, expected {ref.numel}")
         nbytes = numel * ref.dtype.itemsize
+        if numel < 0 or nbytes > remaining(fh):
+            raise CheckpointError(f"storage {key!r} declares {nbytes:,} bytes but the file has "
+                                  f"{remaining(fh):,} left (truncated or corrupt)")
+        _budget.spend(nbytes)
         raw = fh.read(nbytes)
         if len(raw) != nbytes:
             raise CheckpointError(
@@ -251,12 +305,29 @@ def _load_zip(path: Path) -> Any:
 
         with zf.open(pkl) as fh:
             obj = _RestrictedUnpickler(fh, persistent_load).load()  # type: ignore[arg-type]
+        info = zf.getinfo(pkl)
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{pkl} is {info.file_size:,} bytes; a state dict's pickle is "
+                                  f"far smaller (limit {MAX_PICKLE_BYTES:,})")
         for key, ref in storages.items():
             member = f"{prefix}data/{key}"
             try:
-                raw = zf.read(member)
+                minfo = zf.getinfo(member)
             except KeyError:
                 raise CheckpointError(f"storage {member} missing from the archive") from None
+            # Sizes are checked on the zip directory, before a byte is decompressed: the
+            # pickle's element count (or byte count, for untyped storages) must match.
+            expected = (ref.numel * ref.dtype.itemsize, ref.numel)
+            if minfo.file_size not in expected:
+                raise CheckpointError(f"storage {member} holds {minfo.file_size:,} bytes but the "
+                                      f"pickle declares {ref.numel:,} elements of "
+                                      f"{ref.dtype.itemsize} bytes")
+            if minfo.compress_size and minfo.file_size > MAX_RATIO * minfo.compress_size \
+                    and minfo.file_size > 1 << 20:
+                raise CheckpointError(f"storage {member} expands {minfo.file_size:,} bytes from "
+                                      f"{minfo.compress_size:,} (over {MAX_RATIO}×: a zip bomb?)")
+            _budget.spend(minfo.file_size)
+            raw = zf.read(member)
             if len(raw) % ref.dtype.itemsize:
                 raise CheckpointError(f"storage {member} has a partial element (corrupt)")
             ref.data = np.frombuffer(raw, dtype=ref.dtype)
@@ -266,17 +337,40 @@ def _load_zip(path: Path) -> Any:
 
 # === Materialising tensors ===
 
-def _materialise(obj: Any) -> Any:
+def _materialise(obj: Any, memo: dict[int, Any] | None = None, depth: int = 0) -> Any:
+    """Replace tensor references by arrays, once per shared object, depth-limited.
+
+    A pickle can reference one list from two places at every level: 547 bytes then
+    describe 2**22 paths, and a naive walk copies each one (17 s / 0.9 GB at depth 22).
+    Shared objects are materialised once (``memo``, as pickle's own memo shares them),
+    nesting deeper than :data:`MAX_DEPTH` is refused, and the tensors' bytes count
+    against the load's byte budget.
+    """
+    memo = {} if memo is None else memo
+    if depth > MAX_DEPTH:
+        raise CheckpointError(f"objects nested more than {MAX_DEPTH} levels deep: not a "
+                              "state dict")
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    out: Any
     if isinstance(obj, _TensorRef):
-        return _tensor_array(obj)
-    if isinstance(obj, dict):
+        out = _tensor_array(obj)
+    elif isinstance(obj, dict):
         out = type(obj)() if isinstance(obj, OrderedDict) else {}
+        memo[key] = out
         for k, v in obj.items():
-            out[k] = _materialise(v)
-        return out
-    if isinstance(obj, list | tuple):
-        return type(obj)(_materialise(v) for v in obj)
-    return obj
+            out[k] = _materialise(v, memo, depth + 1)
+    elif isinstance(obj, list):
+        out = []
+        memo[key] = out
+        out.extend(_materialise(v, memo, depth + 1) for v in obj)
+    elif isinstance(obj, tuple):
+        out = tuple(_materialise(v, memo, depth + 1) for v in obj)
+    else:
+        return obj
+    memo[key] = out
+    return out
 
 
 def _tensor_array(t: _TensorRef) -> np.ndarray:
@@ -289,6 +383,7 @@ def _tensor_array(t: _TensorRef) -> np.ndarray:
             f"tensor of shape {t.size} reaches element {last} of storage {t.storage.key!r} "
             f"which has {data.size} (corrupt or truncated)"
         )
+    _budget.spend(math.prod(t.size) * data.itemsize)
     strides = tuple(s * data.itemsize for s in t.stride)
     arr = np.lib.stride_tricks.as_strided(data[t.offset :], shape=t.size, strides=strides)
     arr = np.array(arr)  # own, contiguous, writable copy
@@ -299,11 +394,19 @@ def _tensor_array(t: _TensorRef) -> np.ndarray:
 
 # === Public API ===
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Any:
+def load_checkpoint(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Load a PyTorch checkpoint safely, with tensors as numpy arrays.
+
+    Sizes are checked before anything is read: a storage must match what the pickle
+    declares and fit in the file (or the zip member), tensors may not use zero strides
+    or reach outside their storage, shared references are rebuilt once, nesting is
+    limited to :data:`MAX_DEPTH`, and everything read and allocated counts against
+    ``max_bytes``.
 
     Args:
         path: A ``.pth``/``.pt`` file in the legacy or the zip format.
+        max_bytes: Most bytes of tensor data the load may read and allocate
+            (default 4 GiB; a backbone checkpoint is 10–500 MB).
 
     Returns:
         The unpickled object (usually an ``OrderedDict`` state dict) with every
@@ -316,6 +419,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    _budget.left = int(max_bytes)
     try:
         if zipfile.is_zipfile(path):
             obj = _load_zip(path)
@@ -327,7 +431,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{path}: {exc}") from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error,
             ValueError, TypeError, KeyError, IndexError, AttributeError, MemoryError,
-            UnicodeDecodeError) as exc:
+            UnicodeDecodeError, RecursionError, OverflowError) as exc:
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupt): "
             f"{type(exc).__name__}: {exc}"

@@ -33,7 +33,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,10 @@ DEFAULT_MAX_PIXELS = 50_000_000
 """Service pixel limit: 50 MP (ISIC 2020's largest photos are 24 MP); a 50 MP RGB decode
 needs 150 MB, so a few concurrent uploads cannot exhaust memory."""
 HEATMAP_MAX_SIDE = 512
+PUBLIC_SPEC_FIELDS: tuple[str, ...] = ("backbone", "input_size", "class_names", "threshold",
+                                       "threshold_rule", "inconclusive_band", "model_id",
+                                       "target", "train_prevalence", "color_constancy")
+"""What ``GET /v1/model`` shows of the spec unless ``admin_model_card``."""
 DEFAULT_READ_TIMEOUT_S = 15.0
 """Longest pause allowed while a client sends a request body (slow-client guard)."""
 
@@ -227,6 +231,14 @@ def create_app(
     runtime: str = "auto",
     max_batch: int = DEFAULT_MAX_BATCH,
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
+    body_deadline_s: float | None = 60.0,
+    min_rate_bps: float | None = 1024.0,
+    max_requests: int | None = 32,
+    api_key: str | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    allowed_origins: Sequence[str] = (),
+    rate_per_minute: float | None = None,
+    admin_model_card: bool = False,
 ) -> FastAPI:
     """Build the FastAPI app for one run.
 
@@ -245,6 +257,16 @@ def create_app(
             ``skinlesion.inference.runtimes``). Defaults to ``auto``.
         max_batch: Images per model call at most. Defaults to 8.
         max_wait_ms: Longest wait of a batch's first request for others. Defaults to 2.
+        body_deadline_s: Longest time for a whole request body (408 beyond); None: none.
+        min_rate_bps: Slowest accepted average body rate after 5 s (408 below); None: none.
+        max_requests: Requests in flight before 503 + Retry-After (``service/limits.py``).
+        api_key: Require this key (``Authorization: Bearer`` or ``X-API-Key``) on the API.
+        allowed_hosts: ``Host`` header values accepted (400 otherwise); None: any.
+        allowed_origins: Other origins whose pages may POST here (others get 403).
+        rate_per_minute: Per-client limit on ``POST /v1/predict`` (429 beyond); None: off.
+        admin_model_card: ``GET /v1/model`` shows the whole spec (library versions, git
+            commit, data fingerprint, validation metrics); by default only what a client
+            needs.
 
     Returns:
         The ASGI app (``uvicorn.run(app)``); ``app.state.predictor`` holds the Predictor
@@ -342,6 +364,9 @@ def create_app(
             raise HTTPException(422, f"tta must be one of {list(TTA_CHOICES)}, got {views}")
         # A label only: never used to open anything.
         label = _safe_label(image.filename)
+        parts = len((await request.form()).getlist("image"))  # parsed once, cached
+        if parts > 1:
+            raise HTTPException(422, f"send one image per request: got {parts} 'image' parts")
         data = await image.read()
         if not data:
             raise HTTPException(422, f"{label}: empty upload")
@@ -366,6 +391,8 @@ def create_app(
     async def model_card(request: Request) -> Any:
         predictor = predictor_or_503(request)
         spec = predictor.spec.to_dict()
+        if not admin_model_card:  # no library versions, git commit or data fingerprint
+            spec = {k: spec[k] for k in PUBLIC_SPEC_FIELDS if k in spec}
         return {
             "model_id": predictor.model_id,
             "intended_use": INTENDED_USE,
@@ -410,6 +437,12 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Outermost: the size check must run before FastAPI parses the multipart body.
     app.add_middleware(UploadLimit, max_bytes=max_bytes, read_timeout_s=read_timeout_s)
+    from skinlesion.service import limits, security
+
+    limits.install(app, body_deadline_s=body_deadline_s, min_rate_bps=min_rate_bps,
+                   max_requests=max_requests)
+    security.install(app, api_key=api_key, allowed_hosts=allowed_hosts,
+                     allowed_origins=allowed_origins, rate_per_minute=rate_per_minute)
     return app
 
 
@@ -435,11 +468,12 @@ def _warm_up(predictor: Predictor, max_batch: int) -> None:
 
 def _decode(predictor: Predictor, data: bytes, label: str, max_pixels: int) -> tuple[Any, Any]:
     from skinlesion.data.pipeline import to_model_input
-    from skinlesion.inference.predictor import ImageError, open_rgb
+    from skinlesion.inference.predictor import ImageError
 
     try:
-        img = open_rgb(data, name=label, max_pixels=max_pixels)
-    except ImageError as exc:
+        # Decoded reduced (memory bounded) and checked against the scope rule, as predict does.
+        img = predictor.decode(data, name=label, max_pixels=max_pixels)
+    except ImageError as exc:  # includes "out of scope"
         raise HTTPException(422, str(exc)) from None
     return img, to_model_input(img, predictor.input_size)
 
