@@ -417,3 +417,19 @@ def test_metadata_diagnosis_model_exports_with_parity(fused_run: Path, meta_data
         assert x.probability == pytest.approx(y.probability, abs=1e-4)
         assert x.decision == y.decision
         assert [d["diagnosis"] for d in x.diagnoses] == [d["diagnosis"] for d in y.diagnoses]
+
+
+def test_python_api_predicts_with_metadata_and_shows_diagnoses(fused_run: Path,
+                                                               meta_data: Path) -> None:
+    import skinlesion as sl
+
+    model = sl.load(fused_run)
+    img = meta_data / "images" / "test_006.jpg"
+    known = model.predict(img, metadata={"age": 80, "sex": "male", "site": "torso"})
+    unknown = model.predict(img, heatmap=False)
+    assert known.diagnoses and unknown.diagnoses
+    assert known.probability != pytest.approx(unknown.probability, abs=1e-7)
+    assert "most likely:" in known._repr_html_()
+    assert "diagnoses" in known.to_dict()
+    table = model.predict_table([img, img], metadata=[{"age": 80}, None])
+    assert table["probability"].notna().all()

@@ -43,6 +43,7 @@ class Prediction:
         heatmap: ``(S, S)`` Grad-CAM map in [0, 1] on the model input, or None.
         tta: Test-time-augmentation views averaged.
         model_id: The model that answered.
+        diagnoses: A diagnosis model's classes, most likely first (else None).
     """
 
     name: str
@@ -53,6 +54,7 @@ class Prediction:
     heatmap: np.ndarray | None = field(default=None, repr=False)
     tta: int = 1
     model_id: str = ""
+    diagnoses: list[dict[str, Any]] | None = None
 
     @property
     def overlay(self) -> np.ndarray | None:
@@ -79,8 +81,11 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """Name, probability, decision, threshold, tta and model id (JSON-ready)."""
-        return {"name": self.name, "probability": self.probability, "decision": self.decision,
-                "threshold": self.threshold, "tta": self.tta, "model_id": self.model_id}
+        out = {"name": self.name, "probability": self.probability, "decision": self.decision,
+               "threshold": self.threshold, "tta": self.tta, "model_id": self.model_id}
+        if self.diagnoses is not None:
+            out["diagnoses"] = self.diagnoses
+        return out
 
     def _repr_html_(self) -> str:
         from skinlesion.display import escape, img_tag
@@ -93,7 +98,10 @@ class Prediction:
                 f'<b>{self.probability:.3f}</b> → <b style="color:{colour}">'
                 f"{escape(self.decision)}</b> (threshold {self.threshold:.3f}"
                 f"{f', TTA {self.tta}' if self.tta > 1 else ''})<br/>"
-                f"{img_tag(fig, alt=f'{self.name}: photo, Grad-CAM, probability', fmt='jpeg')}"
+                + (("most likely: " + ", ".join(
+                    f"{escape(d['diagnosis'])} {d['probability']:.2f}"
+                    for d in self.diagnoses[:3]) + "<br/>") if self.diagnoses else "")
+                + f"{img_tag(fig, alt=f'{self.name}: photo, Grad-CAM, probability', fmt='jpeg')}"
                 f'<br/><small style="color:#666">{escape(INTENDED_USE)}</small></div>')
 
     def __repr__(self) -> str:
@@ -120,7 +128,8 @@ class Predictor(_BasePredictor):
         return loaded
 
     def predict(self, image: str | os.PathLike[str] | bytes | np.ndarray, *, tta: int = 1,
-                heatmap: bool = True, name: str | None = None) -> Prediction:
+                heatmap: bool = True, name: str | None = None,
+                metadata: dict[str, Any] | None = None) -> Prediction:
         """Predict one image and keep what is needed to show it.
 
         Args:
@@ -129,6 +138,8 @@ class Predictor(_BasePredictor):
             tta: Dihedral views averaged (1, 2, 4 or 8). Defaults to 1.
             heatmap: Compute the Grad-CAM heatmap. Defaults to True.
             name: Label shown with the result (default: the file name).
+            metadata: ``{"age", "sex", "site"}`` for a model trained with clinical metadata
+                (any may be missing; ignored by an image-only model).
 
         Returns:
             A :class:`Prediction` (renders inline in Jupyter).
@@ -152,21 +163,27 @@ class Predictor(_BasePredictor):
                              else "upload")
             pil = open_rgb(image, name=label)
         x = to_model_input(pil, self.input_size)
-        p = self.predict_arrays(x[None], tta=tta)[0]
-        cam = self.heatmaps(x[None])[0] if heatmap else None
-        return Prediction(name=label, probability=float(p), decision=self.decide(p),
+        out = self.predict_outputs(x[None], metadata=self.encode_metadata([metadata], 1),
+                                   tta=tta)[0]
+        p = float(out[0])
+        # An ensemble has no single last convolution: no Grad-CAM for it.
+        cam = self.heatmaps(x[None])[0] if heatmap and self.spec.last_conv_layer else None
+        return Prediction(name=label, probability=p, decision=self.decide(p),
                           threshold=self.threshold, image=thumbnail(np.asarray(pil), 512),
-                          heatmap=cam, tta=tta, model_id=self.model_id)
+                          heatmap=cam, tta=tta, model_id=self.model_id,
+                          diagnoses=self.top_diagnoses(out))
 
     def predict_table(self, paths: Iterable[str | os.PathLike[str]], *, tta: int = 1,
-                      batch_size: int = 32) -> pd.DataFrame:
+                      batch_size: int = 32,
+                      metadata: list[dict[str, Any] | None] | None = None) -> pd.DataFrame:
         """Predict many files into a table (``path``, ``probability``, ``decision``, ``error``).
 
         A file that cannot be read gets its ``error`` and never stops the others.
+        ``metadata``: one ``{"age", "sex", "site"}`` dict (or None) per path.
         """
         import pandas as pd
 
-        rows = self.predict_files(paths, tta=tta, batch_size=batch_size)
+        rows = self.predict_files(paths, tta=tta, batch_size=batch_size, metadata=metadata)
         return pd.DataFrame([r.to_dict() for r in rows],
                             columns=["path", "probability", "decision", "error"])
 
