@@ -428,6 +428,8 @@ def test_python_api_predicts_with_metadata_and_shows_diagnoses(fused_run: Path,
     known = model.predict(img, metadata={"age": 80, "sex": "male", "site": "torso"})
     unknown = model.predict(img, heatmap=False)
     assert known.diagnoses and unknown.diagnoses
+    # Grad-CAM works through the colour-constancy layer, the metadata branch and the softmax.
+    assert known.heatmap is not None and 0.0 <= float(known.heatmap.min()) <= float(known.heatmap.max()) <= 1.0
     assert known.probability != pytest.approx(unknown.probability, abs=1e-7)
     assert "most likely:" in known._repr_html_()
     assert "diagnoses" in known.to_dict()

@@ -47,6 +47,7 @@ import numpy as np
 
 from skinlesion.models.classifier import (
     BACKBONE_NAME,
+    COLOR_NAME,
     DROPOUT_NAME,
     HEAD_NAME,
     POOL_NAME,
@@ -115,8 +116,13 @@ class GradCam:
         t = None if threshold is None else min(max(float(threshold), 1e-6), 1 - 1e-6)
         self._threshold_logit = None if t is None else float(np.log(t / (1 - t)))
         self.input_size = int(model.inputs[0].shape[1])
-        self._kernel = head.kernel
-        self._bias = head.bias
+        self._kernel, self._bias, exact = _image_logit(model, head, int(self._pool.output.shape[-1]))
+        if not exact:  # metadata or diagnosis head: the threshold is not on this logit's scale
+            self._threshold_logit = None
+        try:
+            self._cc: Any = model.get_layer(COLOR_NAME)
+        except ValueError:
+            self._cc = None
         self._lock = threading.Lock()
         size = self.input_size
         spec = tf.TensorSpec((None, size, size, 3), tf.float32)
@@ -137,7 +143,8 @@ class GradCam:
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            feats, out = self._trunk(self._pre(images), training=False)
+            x = self._cc(images) if self._cc is not None else images
+            feats, out = self._trunk(self._pre(x), training=False)
             pooled = self._pool(out)
             pooled = self._dropout(pooled, training=False)
             # The head's logit: sigmoid would squash the gradient of confident predictions.
@@ -297,3 +304,32 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     with atomic_path(path, suffix=".png") as tmp:
         tmp.write_bytes(png_bytes(rgb))
     return Path(path)
+
+
+def _image_logit(model: Any, head: Any, n_features: int) -> tuple[Any, Any, bool]:
+    """The linear score Grad-CAM explains, on the pooled image features only.
+
+    Binary image-only head: its own kernel and bias (the logit of P(malignant), exact).
+    With clinical metadata the head also sees the metadata branch; its part of the logit
+    does not depend on the image, so only the image features' rows of the kernel are kept.
+    A diagnosis head has one logit per class: the score is the mean logit of the malignant
+    classes minus the mean logit of the benign ones (what pushes P(malignant) up).
+
+    Returns:
+        ``(kernel (F, 1), bias (1,), exact)`` as float32 constants; ``exact`` is False when
+        the score is not the logit of P(malignant) itself.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    kernel = np.asarray(head.kernel, np.float32)
+    bias = np.asarray(head.bias, np.float32)
+    exact = kernel.shape == (n_features, 1)
+    kernel = kernel[:n_features]
+    if kernel.shape[1] > 1:
+        from skinlesion.models.classifier import MALIGNANT_NAME
+
+        mal = np.asarray(model.get_layer(MALIGNANT_NAME).malignant, bool)
+        kernel = (kernel[:, mal].mean(1) - kernel[:, ~mal].mean(1))[:, None]
+        bias = np.asarray([bias[mal].mean() - bias[~mal].mean()], np.float32)
+    return tf.constant(kernel), tf.constant(bias), exact
