@@ -435,3 +435,47 @@ def test_python_api_predicts_with_metadata_and_shows_diagnoses(fused_run: Path,
     assert "diagnoses" in known.to_dict()
     table = model.predict_table([img, img], metadata=[{"age": 80}, None])
     assert table["probability"].notna().all()
+
+
+@pytest.mark.integration
+def test_real_isic_dev_images_with_metadata_end_to_end(isic_dev: Path, tmp_path: Path) -> None:
+    """Real photos: prepare a slice of isic-dev with its metadata.csv, train a diagnosis +
+    metadata model, predict with a metadata CSV holding bad values, evaluate."""
+    from typer.testing import CliRunner
+
+    from skinlesion.cli.main import app
+    from skinlesion.data.prepare import PrepareSettings, prepare
+    from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.training.trainer import train
+
+    labels = pd.read_csv(isic_dev / "labels.csv", dtype=str, keep_default_na=False)
+    labels = labels[labels["filename"].str.startswith("images/")]
+    picked = pd.concat([g.head(12) for _, g in labels.groupby("diagnosis")])
+    (tmp_path / "src").mkdir()
+    picked.to_csv(tmp_path / "src" / "labels.csv", index=False)
+    (tmp_path / "src" / "images").symlink_to(isic_dev / "images", target_is_directory=True)
+    data = tmp_path / "data"
+    result = prepare([tmp_path / "src" / "labels.csv"], data, PrepareSettings(size=64, seed=1),
+                     metadata=[isic_dev / "metadata.csv"])
+    manifest = result.manifest
+    assert (manifest["site"].astype(str) != "").any() and manifest["age"].notna().any()
+    run = train(tiny(data, tmp_path / "run", mode="frozen", target="diagnosis",
+                     metadata="age,sex,site", metadata_dropout=0.3, min_class_images=3,
+                     head_epochs=3)).run_dir
+    test_rows = manifest[manifest["split"] == "test"].head(4)
+    images = [str(data / p) for p in test_rows["path"]]
+    table = tmp_path / "meta.csv"
+    pd.DataFrame({"image_id": list(test_rows["image_id"]),
+                  "age_approx": ["250", "fifty", "45", ""][: len(test_rows)],
+                  "sex": ["x", "female", "male", ""][: len(test_rows)],
+                  "anatom_site_general": ["nowhere", "back", "torso", ""][: len(test_rows)]}
+                 ).to_csv(table, index=False)
+    out = tmp_path / "pred.csv"
+    res = CliRunner().invoke(app, ["predict", str(run), *images, "--metadata", str(table),
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(out)
+    assert rows["probability"].between(0, 1).all() and rows["diagnoses"].notna().all()
+    ev = evaluate_run(run, data, split="test", bootstrap=10)
+    assert "diagnosis" in ev.metrics and "metadata" in ev.metrics
+    assert ev.metrics["metadata"]["rows"][0]["n"] == ev.metrics["counts"]["n"]
