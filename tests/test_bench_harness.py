@@ -127,7 +127,8 @@ def test_merge_parts_keeps_earlier_parts() -> None:
 
 def test_discover_and_parse_only() -> None:
     names = discover()
-    assert names[:3] == ["quality", "training_speed", "scaling"] and "machine" in names
+    assert names[:4] == ["quality", "quality_ablation", "quality_peer", "training_speed"]
+    assert "machine" in names and "scaling" in names
     assert "report" not in names and "_harness" not in names
     sel = parse_only("quality.tutorial1,scaling,quality.frozen", names)
     assert sel == {"quality": ["tutorial1", "frozen"], "scaling": None}

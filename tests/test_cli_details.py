@@ -91,7 +91,13 @@ def test_cam_png_shows_photo_overlay_colour_bar_and_title(tiny_run: Path, tmp_pa
     import numpy as np
     from PIL import Image
 
+    from PIL import ImageDraw
+
     photo = make_image(tmp_path / "in" / "lesion.jpg", size=(120, 90), color=(200, 150, 130))
+    with Image.open(photo) as im:  # a dark lesion on flat skin: a flat photo is out of scope
+        im = im.convert("RGB")
+        ImageDraw.Draw(im).ellipse((45, 30, 75, 60), fill=(90, 50, 40))
+        im.save(photo, quality=95)
     res = CliRunner().invoke(app, ["predict", str(tiny_run), str(photo), "--cam",
                                    str(tmp_path / "cams"), "--json"])
     assert res.exit_code == 0, res.output
