@@ -153,8 +153,10 @@ def test_two_workers_train_one_model_matching_one_process(runs: dict) -> None:
     root = runs["paths"]["root"]
     multi = root / "multi"
     # One run directory, written by the chief alone; the other worker left nothing behind.
+    # (export/: the float32 TFLite artefact train writes; training_images.json: the overlap check)
     assert sorted(p.name for p in multi.iterdir()) == [
-        "checkpoints", "config.yaml", "history.csv", "logs", "model.keras", "model_spec.json"]
+        "checkpoints", "config.yaml", "export", "history.csv", "logs", "model.keras",
+        "model_spec.json", "training_images.json"]
     assert list(multi.rglob("*.keras")) == [multi / "model.keras"]
     assert not any(runs["paths"]["tmp_workers"][1].iterdir())  # its private folder is gone
     chief, other = (json.loads(runs[f"worker{i}"]["stdout"]) for i in (0, 1))
