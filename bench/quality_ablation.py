@@ -193,7 +193,8 @@ def run(quick: bool = True, parts: list[str] | None = None) -> dict[str, Any]:
                                   "head_epochs": 10, "finetune_epochs": 1, "feature_views": 1})
             record["overrides"] = overrides
             kwargs = {"data_dir": folds["data_dir"], "run_root": str(root / f"run-{name}"),
-                      "overrides": overrides, "folds": folds["folds"]}
+                      "overrides": overrides, "folds": folds["folds"],
+                      "only_folds": _only_folds(folds["folds"])}
             target = "bench.quality_ablation:cross_validate"
         elif name in ENSEMBLES:
             kwargs = {"members": [str(root / f"run-{m}") for m in ENSEMBLES[name]],
@@ -311,34 +312,85 @@ def train_and_evaluate(data_dir: str, run_dir: str, overrides: dict[str, Any],
     return out
 
 
+def _only_folds(folds: int) -> list[int] | None:
+    """``SKINLESION_BENCH_CV_FOLDS`` (``"0,1,2"``): train only these folds in this part.
+
+    A fine-tuned fold takes ~15 min on the 2-core bench machine, so a 5-fold row of the
+    default recipe spans two bench parts of at most an hour; folds finished by an earlier
+    part are read back from their run directory (``cv_fold.json``, with its commit).
+    """
+    raw = os.environ.get("SKINLESION_BENCH_CV_FOLDS", "").strip()
+    if not raw:
+        return None
+    chosen = sorted({int(x) for x in raw.replace(" ", "").split(",") if x})
+    bad = [k for k in chosen if not 0 <= k < folds]
+    if bad:
+        raise ValueError(f"SKINLESION_BENCH_CV_FOLDS: folds {bad} outside 0..{folds - 1}")
+    return chosen
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def cross_validate(data_dir: str, run_root: str, overrides: dict[str, Any],
-                   folds: int) -> dict[str, Any]:
-    """Train ``overrides`` once per fold and score each on its held-out fold (val AUC)."""
+                   folds: int, only_folds: list[int] | None = None) -> dict[str, Any]:
+    """Train ``overrides`` once per fold and score each on its held-out fold (val AUC).
+
+    With ``only_folds`` only those folds are trained here; the others are read back from
+    an earlier part's ``fold{k}/cv_fold.json`` if there is one, otherwise left out (the
+    record says how many folds the mean covers).
+    """
+    import json
+
     import numpy as np
 
     from skinlesion.training.config import load_config
     from skinlesion.training.trainer import train
+    from skinlesion.utils.atomic import atomic_write_json
 
     per_fold = []
+    commit = _git_commit()
     t0 = time.perf_counter()
     for k in range(folds):
-        run_dir = str(Path(run_root) / f"fold{k}")
+        run_dir = Path(run_root) / f"fold{k}"
+        record_path = run_dir / "cv_fold.json"
+        if only_folds is not None and k not in only_folds:
+            if record_path.is_file():
+                earlier = json.loads(record_path.read_text())
+                per_fold.append({**earlier, "this_part": False})
+            continue
         cfg = load_config(overrides={**overrides, "fold": k, "data_dir": data_dir,
-                                     "out": run_dir})
+                                     "out": str(run_dir)})
         t = time.perf_counter()
         result = train(cfg, overwrite=True, progress=log.info)
         wall = time.perf_counter() - t
         # The held-out fold is this run's validation split (the threshold was fitted on it:
         # only the threshold-free AUC is reported).
-        auc = result.val_metrics.get("roc_auc")
-        per_fold.append({"fold": k, "n": result.val_metrics.get("n"),
-                         "n_positive": result.val_metrics.get("positives"), "roc_auc": auc,
-                         "wall_s": wall,
-                         "feature_pass_s": result.timings.get("feature_pass_s")})
+        fold_record = {"fold": k, "n": result.val_metrics.get("n"),
+                       "n_positive": result.val_metrics.get("positives"),
+                       "roc_auc": result.val_metrics.get("roc_auc"), "wall_s": wall,
+                       "feature_pass_s": result.timings.get("feature_pass_s"),
+                       "commit": commit, "created": now_iso(),
+                       "peak_rss_mb": self_peak_rss_mb()}
+        atomic_write_json(record_path, fold_record)
+        per_fold.append({**fold_record, "this_part": True})
     aucs = np.array([f["roc_auc"] for f in per_fold], dtype=float)
-    return {"cv": {"folds": folds, "per_fold": per_fold, "mean_auc": float(aucs.mean()),
-                   "sd_auc": float(aucs.std(ddof=1)) if len(aucs) > 1 else None},
-            "train": {"wall_s": time.perf_counter() - t0, "peak_rss_mb": self_peak_rss_mb()}}
+    return {"cv": {"folds": folds, "folds_done": len(per_fold), "per_fold": per_fold,
+                   "mean_auc": float(aucs.mean()) if len(aucs) else None,
+                   "sd_auc": float(aucs.std(ddof=1)) if len(aucs) > 1 else None,
+                   "commits": sorted({f.get("commit") or "" for f in per_fold} - {""})},
+            "train": {"wall_s": float(sum(f.get("wall_s") or 0.0 for f in per_fold)),
+                      "this_part_wall_s": time.perf_counter() - t0,
+                      "peak_rss_mb": max([self_peak_rss_mb(),
+                                          *(f.get("peak_rss_mb") or 0.0 for f in per_fold)])}}
 
 
 def _top_by_validation(root: Path, k: int) -> list[str]:
@@ -421,7 +473,10 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
         if p.get("cv") or r in CV_ROWS:
             cv = p.get("cv") or {}
             folds = cv.get("per_fold") or []
-            cv_rows.append([p.get("label", r), fmt(cv.get("folds")),
+            done = cv.get("folds_done", len(folds))
+            cv_rows.append([p.get("label", r),
+                            fmt(cv.get("folds")) if done == cv.get("folds")
+                            else f"{done} of {fmt(cv.get('folds'))} (partial)",
                             f"{num(cv.get('mean_auc'))} ± {num(cv.get('sd_auc'))}"
                             if cv else f"failed: {str(p.get('error'))[:80]}",
                             ", ".join(num(f.get("roc_auc")) for f in folds) or "—",
