@@ -655,6 +655,13 @@ def _counts(d: Any) -> str:
     return ", ".join(f"{fmt(k)} {fmt(v)}" for k, v in d.items())
 
 
+def _cache_relative(text: str) -> str:
+    """Show run paths from the bench cache without the machine's folders."""
+    import re
+
+    return re.sub(r"\S*?/(quality_ablation/)", r"<bench cache>/\1", text)
+
+
 def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """The peer table, the subset's counts and what could not be measured."""
     from bench.report import bullets, ci, fmt, pct, table
@@ -689,7 +696,7 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
     best = max(ours, key=lambda r: r["val_auc"])["part"] if ours else None
     for r in rows:
         if r["status"] != "ok":
-            missing.append(f"{r['model']}: **{r['status']}** — {fmt(r.get('reason'))}")
+            missing.append(f"{r['model']}: **{r['status']}** — {_cache_relative(fmt(r.get('reason')))}")
             continue
         t = r["test"]
         comp = t.get("roc_auc_complete_metadata") or {}
@@ -746,10 +753,11 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
                 f"very likely among its own training images, the peer reaches AUC "
                 f"{num(sanity.get('roc_auc'))} from the image alone — its preprocessing is "
                 f"reproduced.")
-    folders = sorted({str(Path(p["run_dir"]).parent) for p in (result.get("parts") or {}).values()
+    folders = sorted({_cache_relative(str(Path(p["run_dir"]).parent)) for p in (result.get("parts") or {}).values()
                       if isinstance(p, dict) and p.get("run_dir") and p.get("status") == "ok"})
     if folders:
-        body.append("Our runs read from " + ", ".join(f"`{f}`" for f in folders) + ".")
+        body.append("Our runs read from "
+                    + ", ".join(f"`{f}`" for f in folders) + ".")
     if result.get("notes"):
         body.append(bullets(fmt(n) for n in result["notes"]))
     return "\n\n".join(body), heads
