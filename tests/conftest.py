@@ -20,6 +20,22 @@ def isic_dev_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data" / "isic-dev"
 
 
+# Fixtures that put a test in a tier whatever its own marks say: a test reading the real
+# images (directly or through a fixture built on them) is ``integration``; one driving
+# chromium is ``browser``. The fast tier (``-m "not slow and not integration and not
+# browser"``) then cannot pick up a test that needs ../shared or a browser by accident.
+TIER_FIXTURES: dict[str, str] = {"isic_dev": "integration", "chromium": "browser"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test by the fixtures it uses (see ``TIER_FIXTURES``)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in TIER_FIXTURES.items():
+            if fixture in used and item.get_closest_marker(marker) is None:
+                item.add_marker(getattr(pytest.mark, marker))
+
+
 @pytest.fixture(scope="session")
 def isic_dev() -> Path:
     """The isic-dev folder; integration tests fail loudly in CI if it is missing."""
