@@ -89,9 +89,7 @@ def test_report_title_recipe_and_docs_link() -> None:
 
 def test_cam_png_shows_photo_overlay_colour_bar_and_title(tiny_run: Path, tmp_path: Path) -> None:
     import numpy as np
-    from PIL import Image
-
-    from PIL import ImageDraw
+    from PIL import Image, ImageDraw
 
     photo = make_image(tmp_path / "in" / "lesion.jpg", size=(120, 90), color=(200, 150, 130))
     with Image.open(photo) as im:  # a dark lesion on flat skin: a flat photo is out of scope
