@@ -200,3 +200,27 @@ def test_find_images_expands_folders_and_globs(image_factory, tmp_path: Path) ->
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
     assert "holds no images" in find_images([empty_dir])[1][0]
+
+
+def test_prepare_and_predict_pick_up_the_same_image_files(tmp_path: Path) -> None:
+    """One extension list: every name in it is a format the decoder reads, and a folder
+    expanded by ``predict`` holds exactly the files ``prepare`` finds by id."""
+    from PIL import Image
+
+    from skinlesion.data.extensions import IMAGE_EXTENSIONS
+    from skinlesion.data.formats import ImageIndex
+    from skinlesion.data.images import SUPPORTED_FORMATS
+
+    registered = Image.registered_extensions()
+    for ext in sorted(IMAGE_EXTENSIONS - {".heic", ".heif"}):  # HEIF: pillow-heif, optional
+        assert registered.get(ext) in SUPPORTED_FORMATS, ext
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = [f"img{i}{ext.upper() if i % 2 else ext}"
+             for i, ext in enumerate(sorted(IMAGE_EXTENSIONS))]
+    for name in [*names, "notes.txt", "scan.pdf"]:
+        (folder / name).write_bytes(b"\xff\xd8\xff")  # listing only: never decoded here
+    found, problems = find_images([folder])
+    assert problems == [] and sorted(p.name for p in found) == sorted(names)
+    index = ImageIndex(folder)
+    assert sorted(index.find(Path(n).stem)[0].name for n in names) == sorted(names)

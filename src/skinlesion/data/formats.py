@@ -49,14 +49,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from skinlesion.data.extensions import IMAGE_EXTENSIONS
 from skinlesion.data.labels import LabelDecision, LabelMap, normalize_name, resolve_label
 from skinlesion.data.metadata import METADATA_COLUMNS, normalize_metadata
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".heic", ".heif"})
-"""Extensions tried when a table names an image by id only."""
 
 _JUNK_FILES = frozenset({"thumbs.db", "desktop.ini"})
 

@@ -32,10 +32,10 @@ from typing import Any
 
 import pandas as pd
 
+from skinlesion.data.extensions import IMAGE_EXTENSIONS
 from skinlesion.data.formats import (
     _ID_COLUMNS,
     _PATH_COLUMNS,
-    IMAGE_EXTENSIONS,
     SourceError,
     SourceRows,
     _first,

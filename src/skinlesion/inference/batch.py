@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from skinlesion.inference.predictor import IMAGE_EXTENSIONS
+from skinlesion.data.extensions import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from skinlesion.data.extensions import IMAGE_EXTENSIONS
 from skinlesion.data.images import MAX_PIXELS as MAX_IMAGE_PIXELS
 from skinlesion.data.images import ImageError, open_image
 from skinlesion.data.pipeline import to_model_input
@@ -43,11 +44,6 @@ if TYPE_CHECKING:
     from skinlesion.inference.runtimes import Runtime
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-)
-"""File extensions picked up when a folder or glob is expanded (case-insensitive)."""
 
 DECISIONS: tuple[str, ...] = ("benign", "inconclusive", "malignant")
 
