@@ -201,6 +201,26 @@ def test_train_writes_the_run_directory_contract(gen_data: Path, tmp_path: Path)
     assert p.shape == (2, 1) and np.all((p >= 0) & (p <= 1))
 
 
+def test_cached_feature_views_are_the_tta_views(tmp_path: Path) -> None:
+    """Feature view ``v`` is test-time augmentation's view ``v`` (one dihedral function)."""
+    import tensorflow as tf
+
+    from skinlesion.inference.tta import dihedral_view
+    from skinlesion.training.features import extract_features
+
+    x = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    base = tf.data.Dataset.from_tensor_slices((x, np.zeros(5), np.arange(5)))
+
+    def flatten(images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return tf.reshape(images, (tf.shape(images)[0], -1))
+
+    feats = extract_features(flatten, base, 5, views=8, cache_dir=tmp_path, key="k", batch_size=2)
+    assert feats.shape == (8, 5, 48)
+    for v in range(8):
+        np.testing.assert_array_equal(feats[v], dihedral_view(x.astype(np.float32), v).reshape(5, -1))
+    assert len({feats[v].tobytes() for v in range(8)}) == 8
+
+
 def test_frozen_cached_mode_learns_the_signal(gen_data: Path, tmp_path: Path) -> None:
     from skinlesion.training.trainer import train
 

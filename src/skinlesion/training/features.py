@@ -6,7 +6,9 @@ image (and per augmentation view) and store the pooled features; each head epoch
 then costs milliseconds instead of minutes.
 
 Views are the 8 dihedral transforms (identity, flips, transposes): lossless,
-label-preserving augmentations for dermoscopy, which has no up or left.
+label-preserving augmentations for dermoscopy, which has no up or left. View ``v``
+is ``skinlesion.inference.tta.dihedral_view(x, v)``, the same function (and order)
+as test-time augmentation.
 Each view is its own ``.npy`` file, written atomically, so an interrupted
 feature pass resumes where it stopped.
 """
@@ -22,25 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from skinlesion.inference.tta import dihedral_view
 from skinlesion.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
-
-N_VIEWS = 8
-
-
-def dihedral(images: Any, view: int) -> Any:
-    """Apply dihedral view ``view`` (0–7) to a batch ``(N, S, S, C)``: bit 0 h-flip, 1 v-flip, 2 transpose."""
-    import tensorflow as tf
-
-    if view & 4:
-        images = tf.transpose(images, [0, 2, 1, 3])
-    if view & 1:
-        images = images[:, :, ::-1, :]
-    if view & 2:
-        images = images[:, ::-1, :, :]
-    return images
-
 
 def cache_key(parts: dict[str, Any]) -> str:
     """Stable short hash of what determines the features."""
@@ -90,7 +77,7 @@ def extract_features(
             log.warning("%s: cached features have %d rows, expected %d; recomputing",
                         path, feats.shape[0], n)
         batches = base.map(lambda x, y, i: (tf.cast(x, tf.float32), i)).batch(batch_size)
-        batches = batches.map(lambda x, i, v=view: (dihedral(x, v), i)).prefetch(tf.data.AUTOTUNE)
+        batches = batches.map(lambda x, i, v=view: (dihedral_view(x, v), i)).prefetch(tf.data.AUTOTUNE)
         parts, order = [], []
         for b, i in batches:
             parts.append(np.asarray(forward(b), dtype=np.float32))
