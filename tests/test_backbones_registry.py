@@ -97,8 +97,9 @@ def test_backbone_builds_and_keeps_its_spec(name: str) -> None:
     assert set(groups) == set(range(len(spec.layer_groups)))
     # ... and names are deterministic (auto names depend on what was built before).
     assert [layer.name for layer in weighted if _auto_named(layer)] == []
-    # "Unfreeze the top n groups" by plain prefix matching (as the trainer does) selects
-    # exactly the layers whose own group is among the top n.
+    # The prefixes are unambiguous: "unfreeze the top n groups" by plain prefix matching
+    # selects exactly the layers whose own (longest-prefix) group is among the top n, the
+    # layers ``top_group_layers`` gives the trainer's ``set_trainable``.
     for n in range(len(spec.layer_groups) + 1):
         chosen = spec.layer_groups[len(spec.layer_groups) - n:]
         by_prefix = {layer.name for layer in weighted if layer.name.startswith(chosen)}

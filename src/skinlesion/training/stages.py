@@ -429,6 +429,8 @@ def _oversample(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np
 def set_trainable(model: Any, bspec: BackboneSpec, unfreeze: int) -> int:
     """Freeze the backbone except its top ``unfreeze`` layer groups (-1 = all).
 
+    The groups are the registry's (``BackboneSpec.top_group_layers``).
+
     BatchNormalization layers stay frozen: the backbone is called in inference mode,
     and their ImageNet statistics are worth more than what small batches would give.
 
@@ -444,12 +446,12 @@ def set_trainable(model: Any, bspec: BackboneSpec, unfreeze: int) -> int:
         trunk.trainable = False
         return 0
     trunk.trainable = True
-    groups = bspec.layer_groups
-    chosen = groups if unfreeze < 0 else groups[max(0, len(groups) - unfreeze):]
+    groups = len(bspec.layer_groups) if unfreeze < 0 else unfreeze
+    chosen = {id(layer) for layer in bspec.top_group_layers(trunk, groups)}
     count = 0
     for layer in trunk.layers:
-        hit = any(layer.name.startswith(prefix) for prefix in chosen)
-        layer.trainable = hit and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = (id(layer) in chosen
+                           and not isinstance(layer, keras.layers.BatchNormalization))
         count += int(layer.trainable and bool(layer.weights))
     return count
 
