@@ -53,6 +53,23 @@ def test_unknown_layer_names_the_trunk_layers() -> None:
         GradCam(model, "no_such_layer")
 
 
+def test_gradcam_from_a_model_and_its_spec_is_the_predictors(tiny_run: Path) -> None:
+    """GradCam needs a model and its ModelSpec, not a Predictor; the Predictor's is the same."""
+    import dataclasses
+
+    pred = Predictor.from_run(tiny_run)
+    cam = GradCam.from_spec(pred.model, pred.spec)
+    assert (cam.layer_name, cam.threshold) == ("conv_1", pred.threshold)
+    x = structured_images(2, 32, seed=3)
+    np.testing.assert_allclose(cam.heatmaps(x), pred.heatmaps(x), atol=1e-5)
+    np.testing.assert_allclose(GradCam.from_predictor(pred).heatmaps(x), pred.heatmaps(x),
+                               atol=1e-5)
+    # A spec without a layer falls back on the registry's layer for its backbone.
+    bare = dataclasses.replace(pred.spec, last_conv_layer=None)
+    assert GradCam.from_spec(pred.model, bare).layer_name == get_backbone(
+        "mobilenet_v3_small").last_conv_layer
+
+
 @pytest.mark.integration
 def test_gradcam_on_the_tiny_run_and_real_images(tiny_run: Path, isic_dev: Path,
                                                  tmp_path: Path) -> None:

@@ -10,14 +10,14 @@ and the trunk's output) on the same weights; the classifier's own ``preprocess``
 ``pool``, ``dropout`` (inference mode) and ``head`` layers finish the forward pass, so
 the heatmap explains exactly the model that predicts.
 
-    cam = GradCam.from_predictor(predictor)
+    cam = GradCam.from_spec(model, spec)      # or predictor.gradcam for a loaded run
     heat = cam.heatmaps(x)                     # (N, S, S) in [0, 1]
     save_png("cam.png", overlay(photo, heat[0]))
 
 **Relative to the decision threshold.** The original Grad-CAM keeps locations whose
 linearised contribution to the logit is positive, i.e. it compares them with p = 0.5.
 A sensitivity-first threshold sits far below 0.5 (0.15 is common), so a photo called
-malignant at p = 0.19 gets an *empty* map: no location beats 0.5. ``from_predictor``
+malignant at p = 0.19 gets an *empty* map: no location beats 0.5. ``from_spec``
 therefore measures each location against the run's threshold instead. With Grad-CAM's
 channel weights ``w`` and the feature map ``A`` on an ``h × w`` grid, the logit is
 ``Σ_loc Σ_k w_k A_k(loc) + c`` to first order (exactly, with ``c`` the head's bias, when
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     import keras
 
     from skinlesion.inference.predictor import Predictor
+    from skinlesion.runspec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +130,25 @@ class GradCam:
         self._compute = tf.function(self._graph, input_signature=[spec])
 
     @classmethod
-    def from_predictor(cls, predictor: Predictor) -> GradCam:
-        """Grad-CAM for a loaded run, at the layer its spec names (or the registry's default),
-        relative to the run's decision threshold."""
-        layer = predictor.spec.last_conv_layer
+    def from_spec(cls, model: keras.Model, spec: ModelSpec) -> GradCam:
+        """Grad-CAM for a run's model, at the layer its spec names (or the registry's default
+        for its backbone), relative to the spec's decision threshold.
+
+        Args:
+            model: The run's Keras classifier.
+            spec: Its ``ModelSpec`` (``last_conv_layer``, ``backbone``, ``threshold``).
+        """
+        layer = spec.last_conv_layer
         if not layer:
             from skinlesion.models.registry import get_backbone
 
-            layer = get_backbone(predictor.spec.backbone).last_conv_layer
-        return cls(predictor.model, layer, threshold=predictor.threshold)
+            layer = get_backbone(spec.backbone).last_conv_layer
+        return cls(model, layer, threshold=float(spec.threshold))
+
+    @classmethod
+    def from_predictor(cls, predictor: Predictor) -> GradCam:
+        """``from_spec(predictor.model, predictor.spec)``; kept for existing callers."""
+        return cls.from_spec(predictor.model, predictor.spec)
 
     def _graph(self, images: Any) -> Any:
         import tensorflow as tf

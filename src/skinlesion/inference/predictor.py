@@ -530,7 +530,7 @@ class Predictor:
             if self._cam is None:
                 from skinlesion.inference.gradcam import GradCam
 
-                self._cam = GradCam.from_predictor(self)
+                self._cam = GradCam.from_spec(self.model, self.spec)
             return self._cam
 
     def heatmaps(self, images: np.ndarray) -> np.ndarray:
