@@ -49,6 +49,32 @@ def test_predictions_csv_has_six_decimals(tiny_run: Path, tmp_path: Path) -> Non
     assert len(prob.split(".")[1]) == 6, prob
 
 
+def test_predictions_csv_writer_and_heatmap_names(tmp_path: Path) -> None:
+    """What predict --out / --cam write, without the CLI (skinlesion.inference.outputs)."""
+    from skinlesion.inference.outputs import (
+        HeatmapNames,
+        prediction_record,
+        write_predictions_csv,
+    )
+    from skinlesion.inference.predictor import PredictionRow
+
+    rows = [PredictionRow("a/x.jpg", 0.1234567891, "benign"),
+            PredictionRow("=cmd.jpg", None, None, "not an image"),
+            PredictionRow("b/x.jpg", 0.9, "malignant")]
+    names = HeatmapNames(tmp_path / "cams")
+    written = {rows[0].path: str(names.next(rows[0].path)), rows[2].path: str(names.next(rows[2].path))}
+    assert [Path(v).name for v in written.values()] == ["x.cam.png", "x-2.cam.png"]
+    records = [prediction_record(r, written) for r in rows]
+    out = write_predictions_csv(tmp_path / "p.csv", records)
+    with open(out, newline="", encoding="utf-8") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == ["path", "probability", "decision", "error", "heatmap"]
+    assert table[1][:4] == ["a/x.jpg", "0.123457", "benign", ""]
+    assert table[2][:4] == ["'=cmd.jpg", "", "", "not an image"] and table[2][4] == ""
+    assert table[3][4].endswith("x-2.cam.png")
+    assert "heatmap" not in prediction_record(rows[0])
+
+
 def test_export_folder_gets_the_usual_mode(tiny_run: Path, tmp_path: Path) -> None:
     from skinlesion.inference.export import export_run
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import Counter
 from pathlib import Path
@@ -23,9 +22,6 @@ from skinlesion.cli._common import (
 
 if TYPE_CHECKING:
     from skinlesion.inference.predictor import PredictionRow, Predictor
-
-CSV_COLUMNS: tuple[str, ...] = ("path", "probability", "decision", "error")
-
 
 def register(app: typer.Typer) -> None:
     """Add the ``predict`` command to ``app``."""
@@ -113,9 +109,12 @@ def predict_command(
         if cam_writer is not None:
             cam_writer.flush()
 
-    records = [_record(row, cam_writer) for row in rows]
+    from skinlesion.inference.outputs import prediction_record, write_predictions_csv
+
+    heatmaps = cam_writer.written if cam_writer is not None else None
+    records = [prediction_record(row, heatmaps) for row in rows]
     if out is not None:
-        _write_csv(out, records)
+        write_predictions_csv(out, records)
     counts = Counter(r.decision or "failed" for r in rows)
     summary = {"images": len(rows), **{k: counts.get(k, 0) for k in
                                        ("benign", "malignant", "inconclusive", "out_of_scope",
@@ -142,41 +141,6 @@ class _RateColumn(ProgressColumn):
     def render(self, task: Any) -> Text:
         speed = task.finished_speed or task.speed
         return Text("" if speed is None else f"{speed:.1f} img/s", style="progress.data.speed")
-
-
-def _record(row: PredictionRow, cams: _CamWriter | None) -> dict[str, Any]:
-    from skinlesion.utils.safe_text import display_path
-
-    rec = row.to_dict()
-    rec["path"] = display_path(row.path)  # a non-UTF-8 file name must not lose the results
-    if cams is not None:
-        rec["heatmap"] = cams.written.get(row.path)
-    return rec
-
-
-def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
-    from skinlesion.utils.atomic import atomic_path
-    columns = list(CSV_COLUMNS) + [k for k in (records[0] if records else {}) if k not in CSV_COLUMNS]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for rec in records:
-            writer.writerow({k: _cell(rec.get(k)) for k in columns})
-
-
-def _cell(value: Any) -> Any:
-    # Six decimals: a probability's 16 digits are float noise, not precision.
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    # A diagnosis model's class list, flattened for a spreadsheet: "melanoma 0.612000; …".
-    if isinstance(value, list):
-        return "; ".join(f"{d['diagnosis']} {d['probability']:.6f}" for d in value)
-    # Spreadsheet formula injection: a name starting with = + - @ is written as text.
-    from skinlesion.utils.safe_text import csv_escape
-
-    return csv_escape(value)
 
 
 def _print_table(records: list[dict[str, Any]]) -> None:
@@ -222,25 +186,19 @@ class _CamWriter:
     """Grad-CAM overlays for predicted rows, computed in batches, saved as PNGs."""
 
     def __init__(self, predictor: Predictor, folder: Path, batch_size: int) -> None:
+        from skinlesion.inference.outputs import HeatmapNames
+
         self.predictor = predictor
-        self.folder = folder
         self.batch_size = batch_size
         self.pending: list[PredictionRow] = []
         self.written: dict[str, str] = {}
-        self._names: Counter[str] = Counter()
+        self._names = HeatmapNames(folder)  # a.cam.png, a-2.cam.png for a second a.jpg
 
     def add(self, row: PredictionRow) -> None:
         if row.error is None:
             self.pending.append(row)
             if len(self.pending) >= self.batch_size:
                 self.flush()
-
-    def _name(self, path: str) -> Path:
-        # Same file name from two folders: keep both (a.cam.png, a-2.cam.png).
-        stem = Path(path).stem
-        self._names[stem] += 1
-        n = self._names[stem]
-        return self.folder / (f"{stem}.cam.png" if n == 1 else f"{stem}-{n}.cam.png")
 
     def flush(self) -> None:
         import numpy as np
@@ -263,7 +221,7 @@ class _CamWriter:
             return
         maps = self.predictor.heatmaps(np.stack(xs))
         for row, img, heat in zip(rows, photos, maps, strict=True):
-            target = self._name(row.path)
+            target = self._names.next(row.path)
             title = (f"{Path(row.path).name}: P(malignant) {row.probability:.1%} → "
                      f"{row.decision} (threshold {self.predictor.threshold:.1%})")
             save_png(target, heatmap_panel(img, heat, title=title))
