@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,16 +128,6 @@ class PhotoFigure:
 
     def __repr__(self) -> str:
         return f"PhotoFigure({self.figure!r})"
-
-
-def rgb_img_tag(rgb: np.ndarray, *, alt: str = "", width: int | None = None) -> str:
-    """An ``<img>`` tag embedding an ``(H, W, 3)`` uint8 image as PNG."""
-    from skinlesion.inference.gradcam import png_bytes
-
-    size = f' width="{width}"' if width else ""
-    data = base64.b64encode(png_bytes(rgb)).decode("ascii")
-    return (f'<img alt="{escape(alt)}"{size} style="display:inline-block;margin:2px" '
-            f'src="data:image/png;base64,{data}"/>')
 
 
 def new_axes(ax: Axes | None, figsize: tuple[float, float] = (5.6, 4.0)) -> Axes:
@@ -337,8 +327,3 @@ def counts_table(df: pd.DataFrame, by: str = "split") -> str:
                                      f"{escape(fmt_number(c))}</td>" for c in cells) + "</tr>")
     rows.append("</table>")
     return "".join(rows)
-
-
-def mapping_rows(data: Mapping[str, Any], keys: Sequence[str]) -> list[tuple[str, str]]:
-    """``(key, formatted value)`` for each of ``keys`` present in ``data``."""
-    return [(k, fmt_number(data[k])) for k in keys if k in data]

@@ -392,9 +392,3 @@ def split_dataset(data_dir: str | os.PathLike[str], split: str, image_ids: Seque
                             f"image(s) of the {split} split are not in the shards (e.g. "
                             f"{sorted(skipped)[0]}); fix them and write the shards again")
     return tfrecord_dataset(shard_files(data_dir, split), size, image_ids=image_ids, cache=cache)
-
-
-def count_images(data_dir: str | os.PathLike[str], split: str) -> int:
-    """Images stored in the shards of ``split`` (from the index)."""
-    entry = read_index(data_dir, check_manifest=False).get("splits", {}).get(split, {})
-    return int(entry.get("images", 0))

@@ -134,11 +134,6 @@ class ThresholdRule:
             return cls("value", number)
         raise ValueError(f"threshold {text!r} not understood; use {cls.FORMS}")
 
-    @property
-    def needs_validation(self) -> bool:
-        """Whether the rule is fitted on validation predictions."""
-        return self.kind in ("youden", "sensitivity")
-
     def __str__(self) -> str:
         if self.kind in ("sensitivity", "value"):
             return f"sens={self.target:g}" if self.kind == "sensitivity" else f"{self.target:g}"

@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DECISIONS: tuple[str, ...] = ("benign", "inconclusive", "malignant")
-
 LARGE_DECODE_PIXELS = 8_000_000
 """After decoding an image larger than this, freed memory is returned to the OS."""
 

@@ -32,11 +32,6 @@ import numpy as np
 TTA_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
 """Allowed numbers of views."""
 
-VIEW_NAMES: tuple[str, ...] = (
-    "identity", "hflip", "vflip", "hflip+vflip",
-    "transpose", "transpose+hflip", "transpose+vflip", "transpose+hflip+vflip",
-)
-
 
 def check_tta(n: int) -> int:
     """Return ``n`` if it is a valid number of views.

@@ -13,8 +13,3 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Return the hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
