@@ -117,13 +117,15 @@ class Predictor(_BasePredictor):
     """
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike[str]) -> Predictor:
-        """Load ``RUN_DIR/model.keras`` and ``model_spec.json`` (see the base class).
+    def from_run(cls, run_dir: str | os.PathLike[str], *, runtime: str = "auto",
+                 num_threads: int | None = None) -> Predictor:
+        """Load ``RUN_DIR/model.keras`` and ``model_spec.json`` (see the base class for
+        ``runtime`` and ``num_threads``).
 
         Raises:
             RunError: if the folder is not a finished run or the model cannot be loaded.
         """
-        loaded = super().from_run(run_dir)
+        loaded = super().from_run(run_dir, runtime=runtime, num_threads=num_threads)
         assert isinstance(loaded, cls)  # the base builds ``cls(...)``
         return loaded
 

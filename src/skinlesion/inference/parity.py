@@ -19,12 +19,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from skinlesion.inference.predictor import Predictor
+    from skinlesion.inference.runtimes import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +43,6 @@ too, so single images can move by 0.1–0.2 while the model as a whole is unchan
 judged on the mean difference (≤ 0.05), the AUC (within 0.02, when labels are known)
 and the decision at the threshold (the same for ≥ 95 % of images) rather than on the
 worst image: the looser, documented price of a 4× smaller model."""
-
-
-class Runtime(Protocol):
-    """An exported model: raw 0–255 RGB ``(N, S, S, 3)`` float32 in, ``(N,)`` P(malignant) out."""
-
-    def predict(self, images: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -173,7 +168,8 @@ def check_parity(predictor: Predictor, runtime: Runtime, images: np.ndarray,
     Args:
         predictor: The run's Predictor (its Keras model is the reference, whatever runtime
             it serves with).
-        runtime: The exported model.
+        runtime: The exported model, as a ``skinlesion.inference.runtimes.Runtime`` (named
+            arrays in, named arrays out): it serves a Predictor on the run's own spec.
         images: ``(N, S, S, 3)`` float32 0–255 model inputs.
         labels: 0/1 labels for an AUC comparison, or None.
         precision: ``"float32"``, ``"float16"`` or ``"int8"``: picks the ``CRITERIA``.

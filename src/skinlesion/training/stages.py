@@ -147,6 +147,7 @@ class StageContext:
                 return x, t
             m = tf.gather(meta, i32)
             if rate > 0 and epoch is not None:  # metadata dropout, reproducible per epoch
+                assert fields is not None and blank is not None  # set with meta (an encoder)
                 u = tf.random.stateless_uniform(
                     [fields.shape[0]], seed=tf.stack([tf.cast(seed, tf.int64) * 31 + epoch,
                                                       tf.cast(i, tf.int64)]))
