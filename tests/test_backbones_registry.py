@@ -30,6 +30,13 @@ BUILTIN = (
     "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
 )
 STATUSES = {"installed", "cached", "download", "unavailable"}
+SLOW_TO_BUILD = frozenset({"nasnet_mobile", "densenet121"})  # hundreds of layers, few parameters
+
+
+def _build_param(name: str) -> Any:
+    """Trunks over 10 M parameters, and the deepest small ones, build in the slow tier."""
+    slow = get_backbone(name).extra["params"] > 10_000_000 or name in SLOW_TO_BUILD
+    return pytest.param(name, marks=pytest.mark.slow if slow else ())
 
 
 def test_registry_holds_every_builtin_backbone() -> None:
@@ -73,7 +80,7 @@ def _auto_named(layer: Any) -> bool:
     return re.fullmatch(rf"{snake_case(type(layer).__name__)}(_\d+)?", layer.name) is not None
 
 
-@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("name", [_build_param(name) for name in BUILTIN])
 def test_backbone_builds_and_keeps_its_spec(name: str) -> None:
     spec = get_backbone(name)
     size = spec.min_input_size

@@ -282,6 +282,7 @@ def _tiny_data(root: Path, per_split: dict[str, int], size: int = 40) -> Path:
     return root
 
 
+@pytest.mark.slow  # a whole bench recipe: train (31 epochs), then evaluate
 def test_train_and_evaluate_one_recipe_the_bench_way(tmp_path: Path) -> None:
     from bench.quality import train_and_evaluate
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import make_image
 
 # TensorFlow/absl C++ log lines: "I0000 00:00:17… port.cc:153] …", "E0000 … cuInit …",
@@ -26,6 +28,7 @@ def _predict(run: Path, image: Path, *flags: str) -> subprocess.CompletedProcess
                           capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
+@pytest.mark.slow  # two CLI subprocesses, each importing TensorFlow
 def test_predict_prints_no_tensorflow_noise(tiny_run: Path, tmp_path: Path) -> None:
     image = make_image(tmp_path / "a.jpg", size=(40, 40))
     quiet = _predict(tiny_run, image)

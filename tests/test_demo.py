@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from skinlesion.cli.main import app
@@ -27,6 +28,7 @@ def test_bundled_sample_is_small_attributed_and_cc0() -> None:
             assert max(im.size) <= 256
 
 
+@pytest.mark.slow  # trains and evaluates on the bundled real images
 def test_demo_runs_end_to_end_and_prints_the_report_path(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--json"])
     assert result.exit_code == 0, result.output

@@ -136,6 +136,7 @@ def _check_ok(result: dict) -> None:
     assert result["rc"] == 0, result["stderr"][-3000:]
 
 
+@pytest.mark.slow  # the `runs` fixture trains six processes at once
 def test_mirrored_over_two_logical_cpus_trains(runs: dict) -> None:
     _check_ok(runs["mirrored"])
     root = runs["paths"]["root"]
@@ -147,6 +148,7 @@ def test_mirrored_over_two_logical_cpus_trains(runs: dict) -> None:
         np.testing.assert_allclose(b[col], a[col], atol=1e-3, err_msg=col)
 
 
+@pytest.mark.slow  # the `runs` fixture trains six processes at once
 def test_two_workers_train_one_model_matching_one_process(runs: dict) -> None:
     for name in ("single", "worker0", "worker1"):
         _check_ok(runs[name])
@@ -243,6 +245,7 @@ def test_unknown_strategy_is_refused() -> None:
         get_strategy("ring")
 
 
+@pytest.mark.slow  # the `runs` fixture trains six processes at once
 def test_two_workers_on_tfrecords_each_read_their_own_shards(runs: dict) -> None:
     for i in (0, 1):
         _check_ok(runs[f"file{i}"])

@@ -12,6 +12,8 @@ import pytest
 
 from test_training import make_dataset, tiny_config
 
+pytestmark = pytest.mark.slow  # one training run per precision
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:

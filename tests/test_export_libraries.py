@@ -65,6 +65,7 @@ def test_fail_keeps_square_brackets(capsys: pytest.CaptureFixture[str]) -> None:
     assert "'skinlesion[export]'" in err and "[a.csv, b.csv]" in err
 
 
+@pytest.mark.slow  # a real TFLite conversion
 def test_tflite_export_and_runtime_print_nothing(tiny_run: Path, tmp_path: Path,
                                                  capfd: pytest.CaptureFixture[str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,18 +16,25 @@ from skinlesion.models.registry import get_backbone, list_backbones
 
 CAM_SIZE = 96  # a 3×3 feature map for trunks that downsample 32×
 CAM_SIZES = {"inception_v3": 139}  # its valid-padded stem needs 139 px for a 3×3 map
-# One trunk per structural family runs by default; the other registered backbones (large
-# EfficientNets, ConvNeXt, DenseNet, ...) take minutes in all, so they opt in:
+# One trunk per structural family runs by default: the two smallest in the fast tier, the
+# others in the slow tier; the other registered backbones (large EfficientNets, ConvNeXt,
+# DenseNet, ...) take minutes in all, so they opt in:
 # SKINLESION_SLOW=1 pytest -m slow tests/test_gradcam.py
-DEFAULT_BACKBONES = frozenset({"test_tiny_cnn", "mobilenet_v3_small", "efficientnet_lite0",
-                               "efficientnet_b0", "inception_v3"})
+FAST_BACKBONES = frozenset({"test_tiny_cnn", "mobilenet_v3_small"})
+DEFAULT_BACKBONES = FAST_BACKBONES | {"efficientnet_lite0", "efficientnet_b0", "inception_v3"}
 _SLOW = [pytest.mark.slow,
          pytest.mark.skipif(not os.environ.get("SKINLESION_SLOW"),
                             reason="slow: set SKINLESION_SLOW=1 to run every registered backbone")]
 
 
+def _tier(backbone: str) -> Any:
+    if backbone in FAST_BACKBONES:
+        return ()
+    return pytest.mark.slow if backbone in DEFAULT_BACKBONES else _SLOW
+
+
 @pytest.mark.parametrize("backbone", [
-    pytest.param(name, marks=() if name in DEFAULT_BACKBONES else _SLOW) for name in list_backbones()
+    pytest.param(name, marks=_tier(name)) for name in list_backbones()
 ])
 def test_gradcam_for_every_registered_backbone(backbone: str) -> None:
     size = CAM_SIZES.get(backbone, CAM_SIZE)

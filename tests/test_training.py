@@ -249,6 +249,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "skinlesion.cli.main", *args]
 
 
+@pytest.mark.slow  # four training processes
 def test_sigkill_mid_training_then_resume_matches_uninterrupted(gen_data: Path, tmp_path: Path) -> None:
     """Kill a real training process mid-run; --resume finishes it like an uninterrupted run."""
     args = ["--backbone", "mobilenet_v3_small", "--weights", "none", "--input-size", "32",
