@@ -23,6 +23,7 @@ from skinlesion.cli._common import (
 if TYPE_CHECKING:
     from skinlesion.inference.predictor import PredictionRow, Predictor
 
+
 def register(app: typer.Typer) -> None:
     """Add the ``predict`` command to ``app``."""
     app.command("predict")(predict_command)

@@ -29,6 +29,7 @@ from skinlesion.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
+
 def cache_key(parts: dict[str, Any]) -> str:
     """Stable short hash of what determines the features."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
