@@ -75,6 +75,7 @@ def test_predictions_csv_writer_and_heatmap_names(tmp_path: Path) -> None:
     assert "heatmap" not in prediction_record(rows[0])
 
 
+@pytest.mark.slow  # a real SavedModel export
 def test_export_folder_gets_the_usual_mode(tiny_run: Path, tmp_path: Path) -> None:
     from skinlesion.inference.export import export_run
 

@@ -177,6 +177,7 @@ def test_shards_yield_the_same_elements_as_the_jpeg_pipeline(prepared: Path) -> 
     assert got == list(range(len(subset)))
 
 
+@pytest.mark.slow  # a whole training run (61 epochs) fed from the shards
 def test_a_model_trains_from_shards(prepared: Path, tmp_path: Path) -> None:
     from skinlesion.training.trainer import train
     from test_training import tiny_config
