@@ -17,11 +17,13 @@ parallelism (AUTOTUNE), no cache, batches of 64 drained as fast as possible:
   inputs that differ from ``predict``'s by about one grey level on average.
 
 The modes alternate within each repetition after one untimed warm-up pass each (so
-all read from a warm page cache: this measures the pipeline, not the disk); the
-ratios are images per second of one mode over another within a repetition (median,
-min, max). On local disk most of the time is JPEG decoding, which the file and shard
-modes share, so expect a tfrecord/jpeg ratio near 1; the shards' advantage is on
-network storage (GCS, NFS), where per-file latency dominates — not measured here.
+all read from a warm page cache: this measures the pipeline, not the disk); the ratios
+are images per second of one mode over another within a repetition (median, min, max).
+``images_per_cpu_s`` divides by the process's CPU time instead of the wall time: on a
+shared machine it varies far less than images/s. On local disk most of the time is
+JPEG decoding, which the file and shard modes share, so expect a tfrecord/jpeg ratio
+near 1; the shards' advantage is on network storage (GCS, NFS), where per-file latency
+dominates — not measured here.
 
 Run ``python -m bench.tfrecord_speed`` (``--full`` for the whole split and more
 repetitions).
@@ -117,11 +119,13 @@ def run(quick: bool = True) -> dict[str, Any]:
     if any(c != n for c in counts.values()):
         raise RuntimeError(f"pipelines read {counts} images, expected {n}")
     times: dict[str, list[float]] = {name: [] for name in modes}
+    cpu: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(repeats):
         for name, fn in modes.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
 
     def ratio(a: str, b: str) -> dict[str, Any]:
         """Images/s of mode ``a`` over mode ``b``, per repetition."""
@@ -138,6 +142,10 @@ def run(quick: bool = True) -> dict[str, Any]:
         **{name: summarize_times(times[name], items=n, warmup=1) for name in modes},
         "ratio_tfrecord_over_jpeg": ratio("tfrecord", "jpeg"),
         "ratio_jpeg_over_tf_decode": ratio("jpeg", "tf_decode"),
+        # Images per CPU-second of this process (all its threads): what the machine's
+        # other load hardly changes, and what the images/s of a busy pipeline scale with.
+        "images_per_cpu_s": {name: statistics.median(n / c for c in cpu[name] if c > 0)
+                             for name in modes},
         "setup": info, "quick": quick, "machine": machine_info(),
         "data_dir": f"<bench cache>/tfrecord_speed/{'quick' if quick else 'full'}",
     }
