@@ -171,6 +171,23 @@ def test_every_accepted_form_gives_the_same_array_on_every_path(tmp_path: Path) 
     assert_one_decoder(paths, 32, tmp_path)
 
 
+def test_image_bytes_keep_their_trailing_nul_bytes_through_numpy_function(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from skinlesion.data.pipeline import _bytes, decode_resize_bytes
+
+    # A RIFF (WebP) chunk of odd length is padded with a NUL byte: dropping it (as a NumPy
+    # bytes scalar does) makes the file unreadable.
+    webp = write_variants(_lesion((90, 60)), tmp_path)["lossless.webp"].read_bytes()
+    padded = webp if webp.endswith(b"\0") else webp + b"\0"
+    for value in (padded, np.asarray(padded, dtype=object)):  # in a dataset; eagerly
+        assert _bytes(value) == padded
+    want = decode_resize_bytes(tf.constant(webp), tf.constant("x.webp"), 32).numpy()
+    ds = tf.data.Dataset.from_tensors(tf.constant(webp)).map(
+        lambda d: decode_resize_bytes(d, tf.constant("x.webp"), 32))
+    np.testing.assert_array_equal(next(iter(ds)).numpy(), want)
+
+
 def test_exif_orientation_is_applied_on_the_training_path(tmp_path: Path) -> None:
     from skinlesion.data.pipeline import image_dataset
 

@@ -86,19 +86,21 @@ def load_model_input(source: str | os.PathLike[str] | bytes, size: int, *,
 
 # === tf.data pipelines =========================================================
 
-# ``tf.numpy_function`` hands a scalar string over as ``bytes`` inside a dataset and as a
-# 0-d array when called eagerly; ``np.asarray(x).item()`` is the bytes in both cases.
+def _bytes(value: bytes | np.ndarray) -> bytes:
+    """A scalar string from ``tf.numpy_function``: ``bytes`` inside a dataset, a 0-d object
+    array when called eagerly. (Never ``np.asarray(value).item()``: a NumPy bytes scalar
+    drops trailing NUL bytes, and image files may end with them.)"""
+    return value if isinstance(value, bytes) else value.item()
+
 
 def _decoded_file(path: bytes | np.ndarray, *, size: int) -> np.ndarray:
-    return np.asarray(decode_for_model(os.fsdecode(np.asarray(path).item()), size),
-                      dtype=np.uint8)
+    return np.asarray(decode_for_model(os.fsdecode(_bytes(path)), size), dtype=np.uint8)
 
 
 def _decoded_bytes(data: bytes | np.ndarray, name: bytes | np.ndarray, *, size: int
                    ) -> np.ndarray:
-    label = np.asarray(name).item().decode("utf-8", "replace")
-    return np.asarray(decode_for_model(np.asarray(data).item(), size, name=label),
-                      dtype=np.uint8)
+    label = _bytes(name).decode("utf-8", "replace")
+    return np.asarray(decode_for_model(_bytes(data), size, name=label), dtype=np.uint8)
 
 
 def _decode_then_resize(decode: Any, inputs: list[Any], size: int) -> Any:
