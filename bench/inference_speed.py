@@ -174,8 +174,7 @@ def measure(quick: bool = True) -> dict[str, Any]:
     """Export, time every runtime, evaluate per runtime, load-test the service."""
     import numpy as np
 
-    from skinlesion.data.images import open_image
-    from skinlesion.data.pipeline import to_model_input
+    from skinlesion.data.pipeline import load_model_input
     from skinlesion.inference.export import export_run
     from skinlesion.inference.predictor import Predictor
     from skinlesion.inference.runtimes import cpu_threads, find_artefact, select_runtime
@@ -198,7 +197,7 @@ def measure(quick: bool = True) -> dict[str, Any]:
     w1, r1, wb, rb = SETTINGS[quick]
     predictors = {name: Predictor.from_run(run_dir, runtime=name) for name in RUNTIMES}
     size = predictors["keras"].input_size
-    batch = np.stack([to_model_input(open_image(p), size) for p in photos])
+    batch = np.stack([load_model_input(p, size) for p in photos])
     one = batch[:1]
     results: dict[str, Any] = {name: {} for name in predictors}
     # Round-robin over the runtimes, one call each per repetition, so a change in the

@@ -47,12 +47,10 @@ def isic_data(isic_dev: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _test_images(data: Path, size: int) -> np.ndarray:
-    from skinlesion.data.images import open_image
-    from skinlesion.data.pipeline import to_model_input
+    from skinlesion.data.pipeline import load_model_input
 
     m = pd.read_csv(data / "manifest.csv")
-    return np.stack([to_model_input(open_image(data / p), size)
-                     for p in m[m.split == "test"].path])
+    return np.stack([load_model_input(data / p, size) for p in m[m.split == "test"].path])
 
 
 @pytest.fixture(scope="module")

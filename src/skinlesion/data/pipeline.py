@@ -1,19 +1,50 @@
-"""Turning images into model input: the one resize used everywhere.
+"""Turning images into model input: the one decode and the one resize used everywhere.
 
-Every path into a model — the training pipeline, evaluation, ``predict``, the
-service, export checks — resizes the *whole* image to the square model input
-with ``tf.image.resize(..., antialias=True)`` (bilinear). The whole lesion stays
-in view (tutorial 1 resized the same way); aspect ratio is not kept.
+Every path into a model — the training pipeline (and its cached-feature pass, and
+TFRecord shards), evaluation, ``predict``, the service, export checks — turns a file
+into the model's input the same way, so the same file gives the same array, to the grey
+level, whichever path reads it:
+
+1. **decode** with :func:`decode_for_model` — Pillow through
+   :func:`skinlesion.data.images.open_image` with ``reduce_for=size``: type sniffed from
+   the bytes, decompression bombs refused from the header, EXIF orientation applied,
+   CMYK/16-bit/palette/alpha converted to RGB, large images decoded reduced;
+2. **resize** the *whole* image to the square model input with
+   ``tf.image.resize(..., antialias=True)`` (bilinear; aspect ratio not kept, the whole
+   lesion stays in view, as tutorial 1 resized), on the CPU;
+3. **round** to uint8 (what the training cache stores) and feed as float32 0–255.
+
+The tf.data pipelines run step 1 in ``tf.numpy_function`` (parallel map calls: Pillow
+releases the GIL while it decodes) and steps 2–3 as graph ops; inference runs the same
+three steps eagerly (:func:`load_model_input`, :func:`to_model_input`).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from skinlesion.data.images import MAX_PIXELS, open_image
+
 if TYPE_CHECKING:
     from PIL import Image
+
+
+def decode_for_model(source: str | os.PathLike[str] | bytes, size: int, *,
+                     name: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The one decode: a file or raw bytes as the RGB image the model input is made from.
+
+    ``open_image(..., reduce_for=size)``: JPEGs at a DCT scale and other formats
+    box-reduced so the shorter side stays at least ``max(2·size, 512)`` px, then EXIF
+    orientation and the RGB conversions of :mod:`skinlesion.data.images`.
+
+    Raises:
+        ImageError: naming the file, if it is not a usable image (see ``open_image``).
+    """
+    return open_image(source, name=name, max_pixels=max_pixels, reduce_for=size)
 
 
 def resize_for_model(image: Any, size: int) -> Any:
@@ -25,28 +56,85 @@ def resize_for_model(image: Any, size: int) -> Any:
     return tf.clip_by_value(out, 0.0, 255.0)
 
 
-def to_model_input(image: Image.Image, size: int) -> np.ndarray:
-    """A decoded RGB PIL image as the model's input: float32 array (size, size, 3), 0–255."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return np.asarray(resize_for_model(arr, size), dtype=np.float32)
+def resize_to_uint8(image: Any, size: int) -> Any:
+    """The one resize, rounded to uint8 (half to even): what every model input is made of."""
+    import tensorflow as tf
+
+    return tf.cast(tf.round(resize_for_model(image, size)), tf.uint8)
+
+
+def to_model_input(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
+    """A decoded RGB image (PIL, or uint8 (H, W, 3)) as the model's input: float32
+    ``(size, size, 3)``, whole grey levels 0–255 — what the training pipeline yields for it."""
+    import tensorflow as tf
+
+    arr = np.asarray(image if isinstance(image, np.ndarray) else image.convert("RGB"), np.uint8)
+    with tf.device("/CPU:0"):  # the same kernel as the tf.data pipeline, whatever the machine
+        out = resize_to_uint8(arr, size)
+    return np.asarray(out, dtype=np.float32)
+
+
+def load_model_input(source: str | os.PathLike[str] | bytes, size: int, *,
+                     name: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`decode_for_model` then :func:`to_model_input`: a file or bytes as model input.
+
+    Raises:
+        ImageError: naming the file, if it is not a usable image.
+    """
+    return to_model_input(decode_for_model(source, size, name=name, max_pixels=max_pixels), size)
 
 
 # === tf.data pipelines =========================================================
 
-def decode_resize(path: Any, size: int) -> Any:
-    """Read and decode an image file, resize it for the model, as uint8 (cache-friendly)."""
+def _bytes(value: bytes | np.ndarray) -> bytes:
+    """A scalar string from ``tf.numpy_function``: ``bytes`` inside a dataset, a 0-d object
+    array when called eagerly. (Never ``np.asarray(value).item()``: a NumPy bytes scalar
+    drops trailing NUL bytes, and image files may end with them.)"""
+    return value if isinstance(value, bytes) else value.item()
+
+
+def _decoded_file(path: bytes | np.ndarray, *, size: int) -> np.ndarray:
+    return np.asarray(decode_for_model(os.fsdecode(_bytes(path)), size), dtype=np.uint8)
+
+
+def _decoded_bytes(data: bytes | np.ndarray, name: bytes | np.ndarray, *, size: int
+                   ) -> np.ndarray:
+    label = _bytes(name).decode("utf-8", "replace")
+    return np.asarray(decode_for_model(_bytes(data), size, name=label), dtype=np.uint8)
+
+
+def _decode_then_resize(decode: Any, inputs: list[Any], size: int) -> Any:
     import tensorflow as tf
 
-    raw = tf.io.read_file(path)
-    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    # A partial, not a lambda: AutoGraph leaves it alone (no conversion on every call).
+    image = tf.numpy_function(functools.partial(decode, size=size), inputs, tf.uint8,
+                              stateful=False, name="decode_for_model")
     image.set_shape([None, None, 3])
-    return tf.cast(tf.round(resize_for_model(image, size)), tf.uint8)
+    return resize_to_uint8(image, size)
+
+
+def decode_resize(path: Any, size: int) -> Any:
+    """In a tf.data map: read and decode an image file (:func:`decode_for_model`) and
+    resize it (:func:`resize_to_uint8`); uint8 ``(size, size, 3)`` (cache-friendly).
+
+    A file that cannot be decoded fails the iteration with ``InvalidArgumentError``
+    whose message is the :class:`~skinlesion.data.images.ImageError` naming the file.
+    """
+    return _decode_then_resize(_decoded_file, [path], size)
+
+
+def decode_resize_bytes(data: Any, name: Any, size: int) -> Any:
+    """:func:`decode_resize` for an image's bytes held in a tensor (a TFRecord field);
+    ``name`` labels the image in errors."""
+    return _decode_then_resize(_decoded_bytes, [data, name], size)
 
 
 def image_dataset(
     paths: list[str], labels: list[int] | np.ndarray, size: int, cache: str | None = "memory",
 ) -> Any:
     """Decoded, resized images with labels and indices, read in parallel and cached.
+
+    Each image is exactly what :func:`load_model_input` gives for its file (as uint8).
 
     Args:
         paths: Absolute image paths.

@@ -329,8 +329,9 @@ def tfrecord_dataset(
 
     Shards are read with a parallel, deterministic ``interleave`` (the order depends
     only on the files, never on thread timing), decoded and resized exactly as
-    :func:`skinlesion.data.pipeline.decode_resize` does, so ``training_stream`` and
-    everything downstream work unchanged.
+    :func:`skinlesion.data.pipeline.decode_resize` does (the one decoder, on the stored
+    bytes), so ``training_stream`` and everything downstream work unchanged and an image
+    gives the same array from its shard as from its file.
 
     Args:
         files: Shard paths (see :func:`shard_files`).
@@ -347,7 +348,7 @@ def tfrecord_dataset(
     """
     import tensorflow as tf
 
-    from skinlesion.data.pipeline import resize_for_model
+    from skinlesion.data.pipeline import decode_resize_bytes
 
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(files), tf.string))
     ds = ds.interleave(
@@ -364,9 +365,7 @@ def tfrecord_dataset(
                     ).filter(lambda r: r["index"] >= 0)
 
     def decode(r: dict[str, Any]) -> tuple[Any, Any, Any]:
-        image = tf.io.decode_image(r["image"], channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        image = tf.cast(tf.round(resize_for_model(image, size)), tf.uint8)
+        image = decode_resize_bytes(r["image"], r["image_id"], size)
         return image, tf.cast(r["label"], tf.float32), r["index"]
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -21,7 +21,6 @@ import numpy as np
 
 from skinlesion import INTENDED_USE
 from skinlesion.inference.predictor import Predictor as _BasePredictor
-from skinlesion.inference.predictor import open_rgb
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -163,7 +162,8 @@ class Predictor(_BasePredictor):
         else:
             label = name or (os.path.basename(os.fspath(image)) if not isinstance(image, bytes)
                              else "upload")
-            pil = open_rgb(image, name=label)
+            # The one decode (as predict and training): no scope check for the Python API.
+            pil = self.decode(image, name=label, check_scope=False)
         x = to_model_input(pil, self.input_size)
         out = self.predict_outputs(x[None], metadata=self.encode_metadata([metadata], 1),
                                    tta=tta)[0]

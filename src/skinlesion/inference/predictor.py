@@ -9,9 +9,11 @@ resizing or the decision rule.
     rows = predictor.predict_files(["a.jpg", "b.png"], tta=8)
     rows[0].probability, rows[0].decision
 
-Every image is decoded (EXIF orientation applied, type sniffed from its bytes),
-resized with ``skinlesion.data.pipeline.to_model_input`` and fed as raw 0–255
-RGB: the normalisation lives inside the model.
+Every image is decoded with ``skinlesion.data.pipeline.decode_for_model`` (EXIF
+orientation applied, type sniffed from its bytes), resized and rounded with
+``skinlesion.data.pipeline.to_model_input`` — the decode and resize the training
+pipeline uses, so a file gives the same array here as in training — and fed as raw
+0–255 RGB: the normalisation lives inside the model.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import numpy as np
 
 from skinlesion.data.extensions import IMAGE_EXTENSIONS
 from skinlesion.data.images import MAX_PIXELS as MAX_IMAGE_PIXELS
-from skinlesion.data.images import ImageError, open_image
-from skinlesion.data.pipeline import to_model_input
+from skinlesion.data.images import ImageError
+from skinlesion.data.pipeline import decode_for_model, to_model_input
 from skinlesion.inference.scope import DEFAULT_SCOPE, OUT_OF_SCOPE, ScopeRule
 from skinlesion.inference.tta import check_tta, dihedral_view
 from skinlesion.runspec import MODEL_FILE, ModelSpec, RunError, require_run
@@ -95,30 +97,6 @@ class PredictionRow:
 
 
 # === Image loading ===
-
-def open_rgb(source: str | os.PathLike[str] | bytes, *, name: str | None = None,
-             max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode an image file or bytes to an RGB PIL image with the data package's loader.
-
-    ``skinlesion.data.images.open_image`` sniffs the type from the bytes (never the
-    name), refuses decompression bombs from the header before decoding, applies the
-    EXIF orientation and forces a full decode, so training and inference see the same
-    pixels.
-
-    Args:
-        source: A path or the raw bytes of an image.
-        name: Label for error messages (defaults to the path, or ``"<bytes>"``).
-        max_pixels: Pixel-count limit (decompression-bomb guard).
-
-    Returns:
-        A decoded RGB image.
-
-    Raises:
-        ImageError: if the input is missing, empty, not a supported image, corrupt,
-            truncated or over ``max_pixels``.
-    """
-    return open_image(source, name=name, max_pixels=max_pixels)
-
 
 def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
     """Expand files, folders (recursively) and glob patterns into image paths.
@@ -542,10 +520,11 @@ class Predictor:
         """Decode a file or bytes for this model: reduced, then checked against the scope rule.
 
         The one place ``predict``, the Predictor's batch methods and the service decode an
-        image. It is decoded *reduced* (``open_image(reduce_for=input_size)``: JPEG DCT
-        scaling, ``Image.reduce`` for other formats) so each side is at most about four
-        times, and at least twice, the model input before the model's own resize: memory
-        per image is the decoded file plus a small copy, whatever its size.
+        image, with the training pipeline's decoder (``decode_for_model``). It is decoded
+        *reduced* (``open_image(reduce_for=input_size)``: JPEG DCT scaling,
+        ``Image.reduce`` for other formats) so each side is at most about four times, and
+        at least twice, the model input before the model's own resize: memory per image is
+        the decoded file plus a small copy, whatever its size.
 
         Raises:
             ImageError: if it is not a readable image, or is larger than ``max_pixels``.
@@ -554,7 +533,7 @@ class Predictor:
         """
         label = name or (os.fspath(source) if not isinstance(source, bytes | bytearray | memoryview)
                          else "<bytes>")
-        img = open_image(source, name=label, max_pixels=max_pixels, reduce_for=self.input_size)
+        img = decode_for_model(source, self.input_size, name=label, max_pixels=max_pixels)
         w, h = img.info.get("original_size", img.size)
         if w * h > LARGE_DECODE_PIXELS:
             # The full-size buffers are free now; give them back to the OS instead of
@@ -567,7 +546,8 @@ class Predictor:
     def load_image(self, source: str | os.PathLike[str] | bytes, *, name: str | None = None,
                    max_pixels: int = MAX_IMAGE_PIXELS, check_scope: bool = True) -> np.ndarray:
         """Decode a file or bytes (see :meth:`decode`) and resize it to the model input
-        ``(S, S, 3)`` float32 0–255.
+        ``(S, S, 3)`` float32 0–255 (whole grey levels: the array the training pipeline
+        makes of the same file).
 
         Raises:
             ImageError: if it is not a readable image, is larger than ``max_pixels``, or
