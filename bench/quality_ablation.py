@@ -425,7 +425,7 @@ def _top_by_validation(root: Path, k: int) -> list[str]:
 def ensemble_and_evaluate(members: list[str], data_dir: str, run_dir: str,
                           bootstrap: int) -> dict[str, Any]:
     """Build the ensemble of finished ``members`` and score it like any run."""
-    from skinlesion.inference.ensemble import build_ensemble
+    from skinlesion.evaluation.ensemble import build_ensemble
 
     if any(Path(m).name == "run-*" for m in members):
         members = _top_by_validation(Path(run_dir).parent, ENSEMBLE_TOP_K)

@@ -274,7 +274,7 @@ def test_evaluate_adds_diagnosis_and_metadata_tables(fused_run: Path, meta_data:
 
 def test_ensemble_averages_members_of_different_sizes(fused_run: Path, meta_data: Path,
                                                       tmp_path: Path) -> None:
-    from skinlesion.inference.ensemble import build_ensemble
+    from skinlesion.evaluation.ensemble import build_ensemble
     from skinlesion.inference.predictor import Predictor
     from skinlesion.runspec import RunError
     from skinlesion.training.trainer import train

@@ -450,7 +450,7 @@ def ensemble(runs: Sequence[PathLike | Run], out: PathLike, data: PathLike | Pre
     Raises:
         RunError: fewer than two runs, runs that cannot be combined, or ``out`` holding a run.
     """
-    from skinlesion.inference.ensemble import build_ensemble
+    from skinlesion.evaluation.ensemble import build_ensemble
 
     build_ensemble([_path(r) for r in runs], out, data_dir=_path(data),
                    target_sensitivity=target_sensitivity, overwrite=overwrite)

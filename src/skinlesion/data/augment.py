@@ -13,9 +13,37 @@ saturation and hue.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
-from skinlesion.training.config import AugmentConfig
+
+@dataclass
+class AugmentConfig:
+    """On-the-fly training augmentation (tutorial 2's set plus colour and crops).
+
+    Attributes:
+        enabled: Augment training images. Defaults to True.
+        rotation_deg: Maximum rotation in degrees (tutorial 2: 15).
+        zoom: Maximum relative zoom in/out (tutorial 2: 0.05).
+        flip: Random horizontal and vertical flips.
+        transpose: Random transposition (with flips: all 8 dihedral views).
+        brightness: Maximum brightness delta on the 0–1 scale.
+        contrast: Maximum relative contrast change.
+        saturation: Maximum relative saturation change.
+        hue: Maximum hue delta.
+        crop_scale: Minimum area fraction kept by the random resized crop (1.0 disables).
+    """
+
+    enabled: bool = True
+    rotation_deg: float = 15.0
+    zoom: float = 0.05
+    flip: bool = True
+    transpose: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+    crop_scale: float = 0.8
 
 
 def augment_image(image: Any, seed: Any, cfg: AugmentConfig) -> Any:
