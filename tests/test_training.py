@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from skinlesion.data.manifest import write_manifest
-from skinlesion.training.config import AugmentConfig, load_config, recipe_overrides
+from skinlesion.training.config import RECIPES, AugmentConfig, load_config, recipe_overrides
 
 # === Helpers ======================================================================
 
@@ -236,6 +236,34 @@ def test_frozen_cached_mode_learns_the_signal(gen_data: Path, tmp_path: Path) ->
         key = path.name.rsplit("-view", 1)[0]
         views[key] = views.get(key, 0) + 1
     assert 8 in views.values()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_named_recipe_trains_one_step(recipe: str, gen_data: Path, tmp_path: Path) -> None:
+    """Each named recipe runs end to end for one epoch per stage on a tiny model."""
+    from skinlesion.runspec import ModelSpec
+    from skinlesion.training.trainer import train
+
+    overrides = recipe_overrides(recipe)
+    cfg = tiny_config(gen_data, tmp_path / recipe, **{
+        **overrides, "input_size": 32, "batch_size": 8,
+        "head_epochs": min(1, int(overrides.get("head_epochs", 1))), "finetune_epochs": 1,
+        "feature_views": 1})
+    # The recipe's own choices survive the tiny-size overrides.
+    for key, value in overrides.items():
+        if key not in {"input_size", "batch_size", "head_epochs", "finetune_epochs"}:
+            node = cfg
+            for part in key.split("."):
+                node = getattr(node, part)
+            assert node == value, (recipe, key)
+    result = train(cfg)
+    run = tmp_path / recipe
+    assert (run / "model.keras").is_file() and (run / "model_spec.json").is_file()
+    spec = ModelSpec.load(run)
+    assert spec.input_size == 32
+    assert 0.0 <= float(spec.threshold) <= 1.0
+    assert np.isfinite(result.val_metrics["roc_auc"])
 
 
 def test_interrupted_run_needs_resume_or_overwrite(gen_data: Path, tmp_path: Path) -> None:
