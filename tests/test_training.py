@@ -92,6 +92,59 @@ def test_tutorial_recipes_encode_the_tutorials() -> None:
     assert t2.augment.rotation_deg == 15 and t2.augment.zoom == 0.05 and not t2.augment.transpose
 
 
+def test_set_assignments_reach_every_field_with_their_types() -> None:
+    from skinlesion.training.config import parse_assignments
+
+    got = parse_assignments(["dropout=0.3", "augment.zoom=0", "optimizer=adam",
+                             "metadata=age,sex", "jit=true", "input_size=288",
+                             "threshold=0.23"])
+    assert got == {"dropout": 0.3, "augment.zoom": 0.0, "optimizer": "adam",
+                   "metadata": "age,sex", "jit": True, "input_size": 288, "threshold": 0.23}
+    assert isinstance(got["augment.zoom"], float)
+    cfg = load_config(None, got)
+    assert (cfg.dropout, cfg.augment.zoom, cfg.optimizer, cfg.input_size) == (0.3, 0.0, "adam", 288)
+    for bad, why in [("nokey=1", "unknown config key 'nokey'"),
+                     ("batch_size=abc", "expected an integer"),
+                     ("seed=1.5", "expected an integer"),
+                     ("jit=maybe", "expected true or false"),
+                     ("dropout=null", "cannot be null"),
+                     ("batch_size", "expected KEY=VALUE")]:
+        with pytest.raises(ValueError, match=why):
+            parse_assignments([bad])
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        load_config(None, parse_assignments(["optimizer=sgdx"]))
+
+
+def test_train_cli_set_errors_name_the_key(gen_data: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from skinlesion.cli.main import app
+
+    result = CliRunner().invoke(app, ["train", str(gen_data), "--out", str(tmp_path / "r"),
+                                      "--set", "bakcbone=x"])
+    assert result.exit_code == 2
+    assert "bakcbone" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_train_cli_set_and_options_resolve_into_config_yaml(gen_data: Path, tmp_path: Path) -> None:
+    import yaml
+
+    run = tmp_path / "run"
+    proc = subprocess.run(_cli(
+        "train", str(gen_data), "--out", str(run), "--backbone", "mobilenet_v3_small",
+        "--weights", "none", "--input-size", "32", "--head-epochs", "1", "--finetune-epochs",
+        "1", "--no-export-tflite", "--set", "dropout=0.25", "--set", "augment.zoom=0",
+        "--set", "batch_size=4", "--batch-size", "8", "--set", "feature_views=1"),
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["dropout"] == 0.25 and saved["augment"]["zoom"] == 0.0
+    assert saved["batch_size"] == 8  # the dedicated option wins over --set
+    assert saved["feature_views"] == 1
+
+
 # === Augmentation and the data stream ============================================
 
 def test_augmentation_is_deterministic_and_in_range() -> None:

@@ -77,6 +77,10 @@ def train_command(
     color_constancy: bool | None = typer.Option(
         None, "--color-constancy/--no-color-constancy",
         help="Shades-of-Gray colour constancy (p = 6) inside the model."),
+    settings: list[str] | None = typer.Option(
+        None, "--set",
+        help="KEY=VALUE for any config field, repeatable (e.g. --set dropout=0.3 --set "
+             "augment.zoom=0); see docs/TRAINING.md. The options above win over --set."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
     export_tflite: bool = typer.Option(
@@ -87,12 +91,13 @@ def train_command(
 ) -> None:
     """Train a classifier on a prepared data folder and write RUN_DIR."""
     from skinlesion.runspec import CONFIG_FILE
-    from skinlesion.training.config import load_config, recipe_overrides
+    from skinlesion.training.config import load_config, parse_assignments, recipe_overrides
 
     overrides: dict[str, Any] = {}
     try:
         if recipe:
             overrides.update(recipe_overrides(recipe))
+        overrides.update(parse_assignments(settings or []))
         if resume and config is None and (out / CONFIG_FILE).is_file():
             config = out / CONFIG_FILE
         overrides.update({k: v for k, v in {

@@ -216,6 +216,59 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
     return TrainConfig(**data, augment=AugmentConfig(**aug))
 
 
+def parse_assignments(assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``train --set``) as ``load_config`` overrides.
+
+    Every field of :class:`TrainConfig` (and ``augment.<field>``) can be set this way, so a
+    new hyperparameter needs only its dataclass field. Values are read as YAML scalars
+    (``0.3``, ``true``, ``null``, ``adamw``) and checked against the field's type.
+
+    Raises:
+        ValueError: naming the assignment and what is wrong with it.
+    """
+    known = {f.name: f for f in fields(TrainConfig) if f.name != "augment"}
+    known.update({f"augment.{f.name}": f for f in fields(AugmentConfig)})
+    out: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in known:
+            raise ValueError(f"--set {item!r}: unknown config key {key!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: cannot read the value ({exc})") from exc
+        out[key] = _coerce(item, known[key], value)
+    return out
+
+
+def _coerce(item: str, f: dataclasses.Field[Any], value: Any) -> Any:
+    """Check ``value`` against the field's type, as its default (or annotation) shows it."""
+    annotation = str(f.type)
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise ValueError(f"--set {item!r}: this key cannot be null")
+    if isinstance(default, bool) or annotation.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"--set {item!r}: expected true or false")
+    if isinstance(default, int) or annotation.startswith("int"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"--set {item!r}: expected an integer")
+    if isinstance(default, float) or annotation.startswith("float"):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"--set {item!r}: expected a number")
+    if isinstance(default, str) or annotation.startswith("str"):
+        return str(value)
+    return value
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
