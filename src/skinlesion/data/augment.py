@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """On-the-fly training augmentation (tutorial 2's set plus colour and crops).
 

@@ -10,7 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -19,16 +19,30 @@ from skinlesion.data.metadata import MISSING_MODES, parse_fields
 from skinlesion.data.targets import TARGETS
 from skinlesion.utils.atomic import atomic_write_text
 
-MODES = ("frozen", "finetune")
-STRATEGIES = ("auto", "none", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-LOSSES = ("bce", "focal")
-IMBALANCE = ("class_weight", "balanced_sampling", "none")
-SCHEDULES = ("cosine", "plateau", "constant")
-OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
+# The choices are types (checked by mypy where code names them) and tuples (checked at
+# run time on values read from YAML and flags, by ``TrainConfig.validate``).
+Mode = Literal["frozen", "finetune"]
+Strategy = Literal["auto", "none", "mirrored", "multiworker"]
+Precision = Literal["float32", "mixed_float16", "mixed_bfloat16"]
+Loss = Literal["bce", "focal"]
+Imbalance = Literal["class_weight", "balanced_sampling", "none"]
+Schedule = Literal["cosine", "plateau", "constant"]
+Optimizer = Literal["adamw", "adam", "rmsprop", "sgd"]
+Cache = Literal["memory", "disk", "none"]
+Target = Literal["binary", "diagnosis"]
+MetadataMissing = Literal["flags", "impute"]
+MODES: tuple[str, ...] = get_args(Mode)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+LOSSES: tuple[str, ...] = get_args(Loss)
+IMBALANCE: tuple[str, ...] = get_args(Imbalance)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+CACHES: tuple[str, ...] = get_args(Cache)
+assert get_args(Target) == TARGETS and get_args(MetadataMissing) == MISSING_MODES
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run.
 
@@ -100,7 +114,7 @@ class TrainConfig:
     input_size: int = 0
     preprocessing: str = ""
     dropout: float = 0.3
-    mode: str = "finetune"
+    mode: Mode = "finetune"
     cache_features: bool = True
     feature_views: int = 8
     head_epochs: int = 40
@@ -110,12 +124,12 @@ class TrainConfig:
     finetune_lr: float = 2e-4
     unfreeze_groups: int = -1
     warmup_epochs: int = 1
-    schedule: str = "cosine"
-    optimizer: str = "adamw"
+    schedule: Schedule = "cosine"
+    optimizer: Optimizer = "adamw"
     weight_decay: float = 1e-4
     batch_size: int = 32
-    imbalance: str = "class_weight"
-    loss: str = "bce"
+    imbalance: Imbalance = "class_weight"
+    loss: Loss = "bce"
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     monitor: str = "val_auc"
@@ -123,19 +137,19 @@ class TrainConfig:
     target_sensitivity: float = 0.90
     threshold: float | None = None
     seed: int = 1
-    strategy: str = "auto"
+    strategy: Strategy = "auto"
     scale_lr: bool = True
-    precision: str = "float32"
+    precision: Precision = "float32"
     jit: bool = False
-    cache: str = "memory"
+    cache: Cache = "memory"
     tfrecords: bool = False
     shuffle_buffer: int = 0
     limit: int = 0
     fold: int = -1
-    target: str = "binary"
+    target: Target = "binary"
     min_class_images: int = 20
     metadata: str = ""
-    metadata_missing: str = "flags"
+    metadata_missing: MetadataMissing = "flags"
     metadata_dropout: float = 0.0
     color_constancy: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -153,7 +167,7 @@ class TrainConfig:
         _choice("imbalance", self.imbalance, IMBALANCE)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("cache", self.cache, ("memory", "disk", "none"))
+        _choice("cache", self.cache, CACHES)
         _choice("target", self.target, TARGETS)
         _choice("metadata_missing", self.metadata_missing, MISSING_MODES)
         parse_fields(self.metadata)
