@@ -189,14 +189,24 @@ def test_bad_options_and_missing_images(run: Path, predictor: Predictor, tmp_pat
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_training_data_dir_comes_from_config(tmp_path: Path, isic_dev: Path) -> None:
+def test_training_data_dir_comes_from_the_spec(tmp_path: Path, isic_dev: Path) -> None:
+    from skinlesion.runspec import ModelSpec, training_data_dir
+
     run = tmp_path / "run"
     run.mkdir()
-    assert ex.training_data_dir(run) is None
+    assert training_data_dir(run) is None
+    # Runs written before model_spec.json named it: config.yaml, for them alone.
     (run / "config.yaml").write_text(f"data_dir: {isic_dev}\nbackbone: x\n")
-    assert ex.training_data_dir(run) == isic_dev
+    assert training_data_dir(run) == isic_dev
     (run / "config.yaml").write_text("data_dir: /nonexistent/data\n")
-    assert ex.training_data_dir(run) is None
+    assert training_data_dir(run) is None
+    # The spec's data_dir is what a run reads (predict/export/serve read only the model
+    # and its spec); config.yaml is not consulted when the spec names the folder.
+    ModelSpec(backbone="x", input_size=32, data_dir=str(isic_dev)).save(run)
+    (run / "config.yaml").unlink()
+    assert training_data_dir(run) == isic_dev
+    ModelSpec(backbone="x", input_size=32, data_dir="/nonexistent/data").save(run)
+    assert training_data_dir(run) is None
 
 
 def test_sample_images_from_a_manifest_prefers_the_test_split(image_factory, tmp_path: Path) -> None:

@@ -233,6 +233,7 @@ def test_train_writes_the_run_directory_contract(gen_data: Path, tmp_path: Path)
     assert 0.0 <= spec.threshold <= 1.0 and spec.youden_threshold is not None
     assert spec.val_metrics["sensitivity"] >= 0.90  # the threshold rule on validation data
     assert len(spec.data_fingerprint) == 64 and spec.model_id
+    assert spec.data_dir == str(gen_data)  # export finds its check images through the spec
     assert "not a diagnostic device" in spec.intended_use
     hist = pd.read_csv(out / "history.csv")
     assert list(hist["stage"].unique()) == ["head", "finetune"]

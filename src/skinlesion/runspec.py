@@ -21,6 +21,7 @@ Keras model's answers for this very ``model.keras`` (``skinlesion.inference.runt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -62,6 +63,8 @@ class ModelSpec:
         last_conv_layer: Layer in the backbone used by Grad-CAM.
         model_id: Short identifier (hash of the model file at save time).
         data_fingerprint: SHA-256 of the training manifest.
+        data_dir: The prepared data folder the run was trained on, as given to ``train``
+            (export finds its parity and calibration images there; "" = unknown).
         code_version: skinlesion version and git commit.
         versions: Library versions at training time.
         val_metrics: Validation metrics at the chosen threshold.
@@ -91,6 +94,7 @@ class ModelSpec:
     last_conv_layer: str | None = None
     model_id: str = ""
     data_fingerprint: str = ""
+    data_dir: str = ""
     code_version: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     val_metrics: dict[str, Any] = field(default_factory=dict)
@@ -222,7 +226,7 @@ def validate_spec(data: Any, where: str = SPEC_FILE) -> None:
                 or len(set(names)) != len(names)):
             raise bad("class_names", f"must be a list of two or more distinct non-empty "
                                      f"strings, got {names!r:.80}")
-    for key in ("preprocessing", "threshold_rule", "model_id", "data_fingerprint",
+    for key in ("preprocessing", "threshold_rule", "model_id", "data_fingerprint", "data_dir",
                 "code_version", "created", "intended_use"):
         if key in data and not isinstance(data[key], str):
             raise bad(key, f"must be a string, got {type(data[key]).__name__}")
@@ -247,3 +251,35 @@ def require_run(run_dir: str | os.PathLike[str]) -> Path:
         if not (run / name).is_file():
             raise RunError(f"{run / name}: missing; is {run} a finished training run?")
     return run
+
+
+def training_data_dir(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The prepared data folder a run was trained on, if it still exists.
+
+    Read from ``model_spec.json`` (``data_dir``); runs written before that field existed
+    name it only in ``config.yaml``, which is read for them alone. A relative path is
+    tried as given and then beside the run folder.
+    """
+    run = Path(run_dir)
+    raw = ""
+    with contextlib.suppress(RunError):
+        raw = ModelSpec.load(run).data_dir
+    if not raw:
+        raw = _legacy_config_data_dir(run)
+    if not raw:
+        return None
+    for candidate in (Path(raw), run.parent / raw):
+        if candidate.is_dir() or (candidate.suffix == ".csv" and candidate.is_file()):
+            return candidate
+    return None
+
+
+def _legacy_config_data_dir(run: Path) -> str:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ""
+    raw = cfg.get("data_dir") if isinstance(cfg, dict) else None
+    return raw if isinstance(raw, str) else ""

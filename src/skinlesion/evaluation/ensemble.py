@@ -178,6 +178,7 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
                         "sensitivity": rates["sensitivity"], "specificity": rates["specificity"],
                         "unreadable": len(errors)}
     spec.data_fingerprint = manifest_fingerprint(data_dir)
+    spec.data_dir = str(data_dir)
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / MODEL_FILE) as tmp:
         model.save(tmp)

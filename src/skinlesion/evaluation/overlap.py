@@ -81,8 +81,9 @@ def load_training_images(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any
             logger.warning("%s: unreadable (%s); cannot check train/test overlap", path, exc)
             return None, f"{path} (unreadable)"
     from skinlesion.data.manifest import manifest_path, read_manifest
+    from skinlesion.runspec import training_data_dir
 
-    data_dir = _training_data_dir(run)
+    data_dir = training_data_dir(run)
     if data_dir is None:
         return None, "the run records no training images and its training data are gone"
     try:
@@ -91,26 +92,8 @@ def load_training_images(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any
         return None, f"the training manifest is unreadable ({exc})"
     record = training_images_record(manifest[manifest["split"] == "train"],
                                     manifest[manifest["split"] == "val"])
-    return record, f"{manifest_path(data_dir)} (named by config.yaml; the run predates " \
+    return record, f"{manifest_path(data_dir)} (named by the run; the run predates " \
                    f"{TRAINING_IMAGES_FILE})"
-
-
-def _training_data_dir(run: Path) -> Path | None:
-    import yaml
-
-    from skinlesion.runspec import CONFIG_FILE
-
-    try:
-        cfg = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    raw = cfg.get("data_dir") if isinstance(cfg, dict) else None
-    if not raw:
-        return None
-    for candidate in (Path(raw), run.parent / raw):
-        if (candidate / "manifest.csv").is_file() or candidate.suffix == ".csv":
-            return candidate
-    return None
 
 
 def find_overlap(rows: pd.DataFrame, record: dict[str, Any]) -> pd.DataFrame:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from skinlesion.inference import runtimes as _rt
-from skinlesion.runspec import CONFIG_FILE, MODEL_FILE, SPEC_FILE
+from skinlesion.runspec import MODEL_FILE, SPEC_FILE, training_data_dir
 from skinlesion.utils.atomic import atomic_write_json
 from skinlesion.utils.quiet import native_stderr_to_log
 
@@ -324,27 +324,6 @@ def default_out_dir(run_dir: str | os.PathLike[str], fmt: str, quantize: str | N
     return Path(run_dir) / "export" / (fmt if quantize is None else f"{fmt}-{quantize}")
 
 
-def training_data_dir(run_dir: str | os.PathLike[str]) -> Path | None:
-    """The data folder named by ``RUN_DIR/config.yaml`` (``data_dir``), if it still exists."""
-    import yaml
-
-    cfg = Path(run_dir) / CONFIG_FILE
-    if not cfg.is_file():
-        return None
-    try:
-        data = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        logger.warning("%s: unreadable; cannot locate the training data", cfg)
-        return None
-    raw = data.get("data_dir") if isinstance(data, dict) else None
-    if not raw:
-        return None
-    for candidate in (Path(raw), Path(run_dir).parent / raw):
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
 def export_run(
     run_dir: str | os.PathLike[str],
     fmt: str,
@@ -370,7 +349,7 @@ def export_run(
             folder is replaced only once the new export is complete.
         check_images: Images for the parity check: a prepared data folder, a folder with
             ``labels.csv``, or a folder of images. Defaults to the training data's test
-            (else val) split, found through ``RUN_DIR/config.yaml``.
+            (else val) split, found through ``model_spec.json`` (``data_dir``).
         calibration_data: int8 calibration images (same kinds of folder). Defaults to the
             training data's train split.
         check_count: Images in the parity check. Defaults to 200.
@@ -408,7 +387,7 @@ def export_run(
              what: str) -> ImageSample:
         src = source if source is not None else data_dir
         if src is None:
-            raise ExportError(f"no images for the {what}: {Path(run_dir) / CONFIG_FILE} names no "
+            raise ExportError(f"no images for the {what}: {Path(run_dir) / SPEC_FILE} names no "
                               f"existing data folder; pass a folder of images with "
                               f"{'--check-images' if what == 'parity check' else '--calibration-data'}")
         try:

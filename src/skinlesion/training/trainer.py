@@ -269,7 +269,7 @@ def make_spec(cfg: TrainConfig, ctx: Any, splits: Splits, val_prob: np.ndarray) 
         backbone=ctx.bspec.name, input_size=ctx.size, preprocessing=ctx.preprocessing,
         threshold=threshold, threshold_rule=rule, youden_threshold=youden,
         target_sensitivity=cfg.target_sensitivity, last_conv_layer=ctx.bspec.last_conv_layer,
-        data_fingerprint=manifest_fingerprint(cfg.data_dir),
+        data_fingerprint=manifest_fingerprint(cfg.data_dir), data_dir=str(cfg.data_dir),
         code_version=f"skinlesion {__version__}" + (f" ({c})" if (c := git_commit()) else ""),
         versions=library_versions(), val_metrics=val_metrics,
         train_prevalence=float(splits.train["label"].astype(float).mean()),
