@@ -96,6 +96,8 @@ CV_ROWS: dict[str, str] = {
     "cv.frozen.diagnosis_meta": "frozen.diagnosis_meta_dropout",
     "cv.finetune.binary": "finetune.binary",
     "cv.finetune.diagnosis_meta": "finetune.diagnosis_meta",
+    # Best on test, weakest fine-tuned row on validation: cross-validation decides.
+    "cv.finetune.binary_meta": "finetune.binary_meta",
 }
 """Cross-validated rows: the configuration of an ablation row, trained once per fold of
 the training + validation images (``prepare --folds 5``) and scored on the held-out fold.
