@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def test_upload_shows_probability_decision_heatmap_and_warning(
     page.goto(server + "/")
     # The intended-use warning is on the page before anything is uploaded.
     assert INTENDED_USE[:60] in page.locator("#intended-use").inner_text()
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('test-')")
+    # Locator waits, not wait_for_function: the page's CSP forbids the eval that a string
+    # predicate needs once Playwright polls it (it failed whenever the model card was slow).
+    page.locator("#model-info", has_text="test-").wait_for()
 
     page.set_input_files("#file-input", str(photo))
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
@@ -52,9 +55,12 @@ def test_upload_shows_probability_decision_heatmap_and_warning(
     assert probability.endswith("%")
     assert 0.0 <= float(probability.lstrip("<> ").rstrip(" %")) <= 100.0
     assert page.locator("#decision").inner_text().lower() in ("benign", "malignant", "inconclusive")
-    page.wait_for_function(
-        "(() => { const i = document.getElementById('heatmap');"
-        " return i.complete && i.naturalWidth > 0 && i.src.startsWith('data:image/png'); })()")
+    heatmap = page.locator("#heatmap[src^='data:image/png']")
+    heatmap.wait_for(state="attached", timeout=60_000)
+    deadline = time.monotonic() + 30
+    while not heatmap.evaluate("i => i.complete && i.naturalWidth > 0"):
+        assert time.monotonic() < deadline, "the heatmap image never finished loading"
+        time.sleep(0.1)
     assert page.locator("#heatmap-figure").is_visible()
     assert page.locator("#preview").evaluate("img => img.naturalWidth") > 0
     assert INTENDED_USE[:60] in page.locator("#result-warning").inner_text()

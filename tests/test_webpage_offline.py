@@ -30,8 +30,9 @@ def test_swagger_ui_renders_operations_offline(server: str, page) -> None:  # no
         assert "/v1/predict" in text and "/v1/model" in text
         assert outside == []
         page.goto(server + "/redoc")
-        page.wait_for_function("document.body.innerText.includes('/v1/predict')",
-                               timeout=30_000)
+        # Locator waits, not wait_for_function: the page's CSP forbids the eval that a
+        # string predicate needs once Playwright polls it.
+        page.locator("body", has_text="/v1/predict").wait_for(timeout=30_000)
         # ReDoc's bundle links its "powered by" logo from its site: an image, nothing more.
         assert [u for u in outside if not u.endswith(".svg")] == []
     finally:
@@ -40,7 +41,7 @@ def test_swagger_ui_renders_operations_offline(server: str, page) -> None:  # no
 
 def test_probability_note_says_it_is_not_a_risk(server: str, page, isic_dev: Path) -> None:  # noqa: F811
     page.goto(server + "/")
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('test-')")
+    page.locator("#model-info", has_text="test-").wait_for()
     page.set_input_files("#file-input", str(isic_sample(isic_dev, 1)[0][0]))
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
     note = page.locator("#probability-note").inner_text()
