@@ -520,6 +520,19 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
                     "\n\n" + table(["Configuration", "Folds", "AUC mean ± sd",
                                      "Per-fold AUC", "Wall time (all folds)", "Peak memory"],
                                     cv_rows))
+        fold_notes: list[str] = []
+        for r in order:
+            cv = parts[r].get("cv") or {}
+            folds = cv.get("per_fold") or []
+            if folds and all(f.get("created") for f in folds):
+                when = ", ".join(f"{str(f.get('created', ''))[11:16]}" for f in folds)
+                commits = sorted({str(f.get("commit") or "")[:12] for f in folds} - {""})
+                fold_notes.append(f"- `{r}`: folds finished at {when} UTC "
+                            f"({str(folds[0].get('created', ''))[:10]}), commit(s) "
+                            f"{', '.join(f'`{c}`' for c in commits) or '—'}; folds trained by "
+                            "an earlier bench part are read back from their run folders.")
+        if fold_notes:
+            body.append("\n".join(fold_notes))
     meta_rows = []
     for r in order:
         md = ((parts[r].get("test") or {}).get("metadata") or {})
