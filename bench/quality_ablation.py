@@ -331,17 +331,6 @@ def _only_folds(folds: int) -> list[int] | None:
     return chosen
 
 
-def _git_commit() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, check=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def cross_validate(data_dir: str, run_root: str, overrides: dict[str, Any],
                    folds: int, only_folds: list[int] | None = None) -> dict[str, Any]:
     """Train ``overrides`` once per fold and score each on its held-out fold (val AUC).
@@ -357,9 +346,10 @@ def cross_validate(data_dir: str, run_root: str, overrides: dict[str, Any],
     from skinlesion.training.config import load_config
     from skinlesion.training.trainer import train
     from skinlesion.utils.atomic import atomic_write_json
+    from skinlesion.utils.versions import git_commit
 
     per_fold = []
-    commit = _git_commit()
+    commit = git_commit(Path(__file__).resolve().parent)
     t0 = time.perf_counter()
     for k in range(folds):
         run_dir = Path(run_root) / f"fold{k}"
