@@ -292,6 +292,26 @@ def test_frozen_cached_mode_learns_the_signal(gen_data: Path, tmp_path: Path) ->
     assert 8 in views.values()
 
 
+def test_feature_cache_is_keyed_by_the_decoder(gen_data: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Features cached under one decoder are never reused by a run with another."""
+    from skinlesion.training import stages
+    from skinlesion.training.trainer import train
+
+    def keys() -> set[str]:
+        return {p.name.rsplit("-view", 1)[0]
+                for p in (gen_data / "cache" / "features").glob("*-view*.npy")}
+
+    cfg = {"backbone": "test_tiny_cnn", "mode": "frozen", "head_epochs": 1, "feature_views": 1}
+    train(tiny_config(gen_data, tmp_path / "a", **cfg))
+    before = keys()
+    train(tiny_config(gen_data, tmp_path / "b", **cfg))
+    assert keys() == before  # same decoder: the cache is reused
+    monkeypatch.setattr(stages, "DECODER_ID", "another-decoder")
+    train(tiny_config(gen_data, tmp_path / "c", **cfg))
+    assert len(keys() - before) == 1  # another decoder: a new feature pass under a new key
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_every_named_recipe_trains_one_step(recipe: str, gen_data: Path, tmp_path: Path) -> None:

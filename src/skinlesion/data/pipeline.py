@@ -32,6 +32,11 @@ from skinlesion.data.images import MAX_PIXELS, open_image
 if TYPE_CHECKING:
     from PIL import Image
 
+DECODER_ID = "pillow-reduced+tf-antialias-bilinear-uint8"
+"""Names the decode and resize below. Caches of model inputs or of features computed from
+them (the frozen tier's feature cache) include it in their key: change it whenever the
+steps change, so no cache made by another decoder is ever reused."""
+
 
 def decode_for_model(source: str | os.PathLike[str] | bytes, size: int, *,
                      name: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.data.metadata import MetadataEncoder, parse_fields
+from skinlesion.data.pipeline import DECODER_ID
 from skinlesion.data.targets import DiagnosisClasses
 from skinlesion.models.registry import BackboneSpec, get_backbone
 from skinlesion.runspec import CHECKPOINTS_DIR, LOGS_DIR
@@ -222,7 +223,7 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
 
     extractor = feature_extractor(model)
     key_parts = {"backbone": ctx.bspec.name, "size": ctx.size, "weights": str(cfg.weights),
-                 "preprocessing": ctx.preprocessing}
+                 "preprocessing": ctx.preprocessing, "decoder": DECODER_ID}
     if cfg.color_constancy:  # keys of runs without it stay as they were
         key_parts["color_constancy"] = "shades_of_gray_p6"
     # Shared beside the data on the chief; another worker computes its own copy privately.
