@@ -581,10 +581,22 @@ def merge_parts(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, An
     new_result = new.get("result")
     if not isinstance(old_parts, dict) or not isinstance(new_result, dict):
         return new
-    merged_parts = {**old_parts, **(new_result.get("parts") or {})}
+    new_parts = dict(new_result.get("parts") or {})
+    for name, part in new_parts.items():
+        before = old_parts.get(name)
+        if isinstance(part, dict) and isinstance(before, dict) and not before.get("quick") \
+                and _commit(before) and _commit(before) != _commit(part):
+            # Re-measured at another commit: the earlier record stays beside the new one,
+            # so a report can show what changed (one level: its own "previous" is dropped).
+            part["previous"] = {k: v for k, v in before.items() if k != "previous"}
+    merged_parts = {**old_parts, **new_parts}
     merged = dict(new)
     merged["result"] = {**new_result, "parts": merged_parts}
     return merged
+
+
+def _commit(part: dict[str, Any]) -> str:
+    return str((part.get("run") or {}).get("commit") or "")
 
 
 def _json_safe(obj: Any) -> Any:

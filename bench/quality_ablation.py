@@ -523,6 +523,7 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
                             "an earlier bench part are read back from their run folders.")
         if fold_notes:
             body.append("\n".join(fold_notes))
+    body.extend(_remeasured(parts, order))
     meta_rows = []
     for r in order:
         md = ((parts[r].get("test") or {}).get("metadata") or {})
@@ -562,6 +563,35 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
     if failed:
         body.append("**Failed rows:**\n\n```text\n" + "\n\n".join(failed)[:4000] + "\n```")
     return "\n\n".join(body), heads
+
+
+def _remeasured(parts: dict[str, Any], order: list[str]) -> list[str]:
+    """Rows measured again at a later commit: the earlier and the new figures side by side."""
+    from bench.report import pct, table
+
+    def num(x: Any) -> str:
+        return "—" if not isinstance(x, int | float) else f"{x:.3f}"
+
+    def figures(p: dict[str, Any]) -> list[str]:
+        test = p.get("test") or {}
+        val = ((p.get("train") or {}).get("val_metrics") or {}).get("roc_auc")
+        return [f"`{str((p.get('run') or {}).get('commit') or '')[:12]}`", num(val),
+                num(test.get("roc_auc")), num(test.get("threshold")),
+                pct(test.get("specificity_at_sensitivity_90")),
+                f"{pct(test.get('sensitivity'))} / {pct(test.get('specificity'))}"]
+
+    rows = []
+    for r in order:
+        prev = parts[r].get("previous")
+        if isinstance(prev, dict) and (prev.get("test") or {}).get("roc_auc") is not None:
+            rows.append([f"`{r}`", "before", *figures(prev)])
+            rows.append(["", "after", *figures(parts[r])])
+    if not rows:
+        return []
+    return ["**Re-measured rows** (the same row trained and scored again at a later commit; "
+            "the table above shows the later figures):\n\n"
+            + table(["Row", "", "Commit", "Val AUC", "Test AUC", "Threshold (fixed on val)",
+                     "Spec. at 90 % sens. (test)", "Sens. / spec. at threshold"], rows)]
 
 
 if __name__ == "__main__":

@@ -125,6 +125,33 @@ def test_merge_parts_keeps_earlier_parts() -> None:
     assert h.merge_parts(None, new) is new
 
 
+def test_merge_parts_keeps_the_record_a_later_commit_replaces() -> None:
+    def part(auc: float, commit: str) -> dict[str, object]:
+        return {"test": {"roc_auc": auc}, "run": {"commit": commit, "quick": False}}
+
+    old = {"name": "q", "result": {"parts": {"a": part(0.8, "c1"), "b": part(0.7, "c1")}}}
+    new = {"name": "q", "result": {"parts": {"a": part(0.82, "c2"), "b": part(0.71, "c1")}}}
+    parts = h.merge_parts(old, new)["result"]["parts"]
+    assert parts["a"]["test"]["roc_auc"] == 0.82
+    assert parts["a"]["previous"]["test"]["roc_auc"] == 0.8  # earlier commit kept beside
+    assert "previous" not in parts["b"]  # same commit: simply replaced
+    again = h.merge_parts({"result": {"parts": parts}},
+                          {"result": {"parts": {"a": part(0.83, "c3")}}})["result"]["parts"]
+    assert again["a"]["previous"]["test"]["roc_auc"] == 0.82
+    assert "previous" not in again["a"]["previous"]  # one level only
+
+
+def test_remeasured_rows_render_before_and_after() -> None:
+    from bench.quality_ablation import render_report
+
+    prev = {"test": {"roc_auc": 0.8385, "threshold": 0.35}, "run": {"commit": "aaaa"}}
+    now = {"test": {"roc_auc": 0.8412, "threshold": 0.31}, "run": {"commit": "bbbb"},
+           "previous": prev, "label": "frozen"}
+    body, _ = render_report("quality_ablation", {"result": {"parts": {"frozen.binary": now}}})
+    assert "Re-measured rows" in body
+    assert "0.839" in body and "0.841" in body and "0.350" in body and "0.310" in body
+
+
 def test_discover_and_parse_only() -> None:
     names = discover()
     assert names[:4] == ["quality", "quality_ablation", "quality_peer", "training_speed"]
