@@ -2,7 +2,7 @@
 
 The default backbone (``efficientnet_lite0`` at its default 224 px; ImageNet weights when
 installed, else random — the cost is the same) is saved as a run and exported with
-``skinlesion.inference.export.export_run`` (the code behind ``skinlesion export``):
+``skinlesion.workflows.export.export_run`` (the code behind ``skinlesion export``):
 float32 TFLite, ONNX and int8 TFLite, each with its parity against Keras recorded on
 real isic-dev photos, so ``--runtime auto`` chooses among them exactly as it does for
 a user's run. Then, in one child process, for each runtime (``keras``, ``tflite``,
@@ -175,9 +175,9 @@ def measure(quick: bool = True) -> dict[str, Any]:
     import numpy as np
 
     from skinlesion.data.pipeline import load_model_input
-    from skinlesion.inference.export import export_run
     from skinlesion.inference.predictor import Predictor
     from skinlesion.inference.runtimes import cpu_threads, find_artefact, select_runtime
+    from skinlesion.workflows.export import export_run
 
     work = cache_dir() / "inference_speed"
     run_dir, weights = _make_run(work / "run")
@@ -237,7 +237,7 @@ def _evaluate_per_runtime(run_dir: Path, predictors: dict[str, Any], quick: bool
                           ) -> dict[str, Any]:
     import pandas as pd
 
-    from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.workflows.evaluate import evaluate_run
 
     data = prepared_isic_dev(1)
     out: dict[str, Any] = {"data": data}

@@ -245,10 +245,10 @@ def train_and_evaluate(recipe: str, data_dir: str, run_dir: str, overrides: dict
         (wall time, stage timings, peak memory, epochs, validation metrics), ``test`` (see
         :func:`summarize_metrics`) and, with ``tta`` > 1, ``test_tta``.
     """
-    from skinlesion.evaluation.evaluate import evaluate_run
     from skinlesion.inference.predictor import Predictor
     from skinlesion.training.config import load_config, recipe_overrides
     from skinlesion.training.trainer import train
+    from skinlesion.workflows.evaluate import evaluate_run
 
     cfg = load_config(overrides={**recipe_overrides(recipe), **overrides,
                                  "data_dir": data_dir, "out": run_dir})

@@ -256,8 +256,8 @@ def _select(parts: list[str] | None) -> list[str]:
 # === In the child process ================================================================
 
 def _score(run_dir: str, data_dir: str, bootstrap: int) -> dict[str, Any]:
-    from skinlesion.evaluation.evaluate import evaluate_run
     from skinlesion.inference.predictor import Predictor
+    from skinlesion.workflows.evaluate import evaluate_run
 
     out: dict[str, Any] = {}
     predictor = Predictor.from_run(run_dir)
@@ -417,7 +417,7 @@ def _top_by_validation(root: Path, k: int) -> list[str]:
 def ensemble_and_evaluate(members: list[str], data_dir: str, run_dir: str,
                           bootstrap: int) -> dict[str, Any]:
     """Build the ensemble of finished ``members`` and score it like any run."""
-    from skinlesion.evaluation.ensemble import build_ensemble
+    from skinlesion.workflows.ensemble import build_ensemble
 
     if any(Path(m).name == "run-*" for m in members):
         members = _top_by_validation(Path(run_dir).parent, ENSEMBLE_TOP_K)

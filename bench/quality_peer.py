@@ -575,8 +575,10 @@ def score_run(run_dir: str, data_dir: str, image_ids: list[str], view_dir: str, 
               bootstrap: int) -> dict[str, Any]:
     """Score one finished run on ``image_ids`` (fused and, for metadata runs, withheld)."""
     from skinlesion.data.manifest import read_manifest
-    from skinlesion.evaluation.evaluate import evaluate_run, predict_manifest, select_split
+    from skinlesion.evaluation.evaluate import select_split
     from skinlesion.inference.predictor import Predictor
+    from skinlesion.workflows.evaluate import evaluate_run
+    from skinlesion.workflows.scoring import predict_manifest
 
     t0 = time.perf_counter()
     own = _run_data_dir(run_dir)

@@ -77,7 +77,7 @@ def test_predictions_csv_writer_and_heatmap_names(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # a real SavedModel export
 def test_export_folder_gets_the_usual_mode(tiny_run: Path, tmp_path: Path) -> None:
-    from skinlesion.inference.export import export_run
+    from skinlesion.workflows.export import export_run
 
     old = os.umask(0o022)
     try:

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from conftest import make_image
 from skinlesion import INTENDED_USE
 from skinlesion.cli.main import app
-from skinlesion.evaluation.evaluate import evaluate_run
 from skinlesion.evaluation.operating_point import youden_threshold
+from skinlesion.workflows.evaluate import evaluate_run
 from test_eval_report import assert_valid_html, inline_pngs
 
 
@@ -130,8 +130,9 @@ def test_report_of_a_real_run_is_valid_and_self_contained(evaluated) -> None:
 def test_youden_threshold_is_fitted_on_validation_images(tiny_run: Path, eval_data: Path,
                                                          tmp_path: Path) -> None:
     from skinlesion.data.manifest import read_manifest
-    from skinlesion.evaluation.evaluate import predict_manifest, select_split
+    from skinlesion.evaluation.evaluate import select_split
     from skinlesion.inference.predictor import Predictor
+    from skinlesion.workflows.scoring import predict_manifest
 
     predictor = Predictor.from_run(tiny_run)  # loaded once for both
     val_rows = select_split(read_manifest(eval_data), "val")

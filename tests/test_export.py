@@ -14,6 +14,7 @@ from skinlesion.cli.main import app
 from skinlesion.inference import export as ex
 from skinlesion.inference.parity import CRITERIA, check_parity, load_sample, sample_images
 from skinlesion.inference.predictor import Predictor
+from skinlesion.workflows import export as wx
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("tf2onnx")
@@ -100,7 +101,7 @@ def test_export_run_int8_writes_a_complete_folder(isic_dev: Path, tmp_path: Path
     predictor = Predictor.from_run(run)
     out = tmp_path / "phone"
     steps: list[str] = []
-    result = ex.export_run(run, "tflite", quantize="int8", out=out, check_images=isic_dev,
+    result = wx.export_run(run, "tflite", quantize="int8", out=out, check_images=isic_dev,
                            calibration_data=isic_dev, check_count=CHECK_COUNT,
                            calibration_count=64, predictor=predictor, progress=steps.append)
     assert sorted(p.name for p in out.iterdir()) == ["model.tflite", "model_spec.json", "parity.json"]
@@ -157,7 +158,7 @@ def test_replace_dir_swaps_a_whole_export(tmp_path: Path) -> None:
     (old / "stale.bin").write_text("old")
     new.mkdir()
     (new / "model.onnx").write_text("new")
-    ex._replace_dir(new, old)
+    wx._replace_dir(new, old)
     assert [p.name for p in old.iterdir()] == ["model.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
@@ -168,22 +169,22 @@ def test_a_failed_export_leaves_nothing_behind(run: Path, predictor: Predictor, 
         (Path(target) / "half-written").write_text("x")
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(ex, "export_savedmodel", broken)
+    monkeypatch.setattr(wx, "export_savedmodel", broken)
     with pytest.raises(RuntimeError, match="converter crashed"):
-        ex.export_run(run, "savedmodel", out=tmp_path / "sm", check_images=isic_dev,
+        wx.export_run(run, "savedmodel", out=tmp_path / "sm", check_images=isic_dev,
                       check_count=4, predictor=predictor)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_options_and_missing_images(run: Path, predictor: Predictor, tmp_path: Path) -> None:
     with pytest.raises(ex.ExportError, match="tflite only"):
-        ex.export_run(run, "onnx", quantize="int8", predictor=predictor)
+        wx.export_run(run, "onnx", quantize="int8", predictor=predictor)
     with pytest.raises(ex.ExportError, match="unknown format"):
-        ex.export_run(run, "coreml", predictor=predictor)
+        wx.export_run(run, "coreml", predictor=predictor)
     with pytest.raises(ex.ExportError, match="--check-images"):
-        ex.export_run(run, "savedmodel", out=tmp_path / "x", predictor=predictor)
+        wx.export_run(run, "savedmodel", out=tmp_path / "x", predictor=predictor)
     with pytest.raises(ex.ExportError, match="--calibration-data"):
-        ex.export_run(run, "tflite", quantize="int8", out=tmp_path / "y", predictor=predictor)
+        wx.export_run(run, "tflite", quantize="int8", out=tmp_path / "y", predictor=predictor)
     bad = CliRunner().invoke(app, ["export", str(run), "--format", "tflite", "--quantize", "int4"])
     assert bad.exit_code == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

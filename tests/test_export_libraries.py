@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from skinlesion.cli.main import app
 from skinlesion.inference import export as ex
+from skinlesion.workflows import export as wx
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_tflite_export_and_runtime_print_nothing(tiny_run: Path, tmp_path: Path,
     import numpy as np
 
     monkeypatch.delenv("SKINLESION_TF_LOGS", raising=False)
-    result = ex.export_run(tiny_run, "tflite", quantize="float16", out=tmp_path / "t",
+    result = wx.export_run(tiny_run, "tflite", quantize="float16", out=tmp_path / "t",
                            skip_check=True)
     probs = ex.TFLiteRuntime(result.model_file).predict(np.full((2, 32, 32, 3), 128, np.float32))
     assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))

@@ -246,7 +246,7 @@ def test_binary_image_only_run_keeps_the_v01_contract(meta_data: Path, tmp_path:
 def test_evaluate_adds_diagnosis_and_metadata_tables(fused_run: Path, meta_data: Path) -> None:
     """The multi-class metrics agree with isic-challenge-scoring, the oracle of ISIC 2019."""
     isic = pytest.importorskip("isic_challenge_scoring.metrics")
-    from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.workflows.evaluate import evaluate_run
 
     result = evaluate_run(fused_run, meta_data, split="test", bootstrap=20)
     diag = result.metrics["diagnosis"]
@@ -274,10 +274,10 @@ def test_evaluate_adds_diagnosis_and_metadata_tables(fused_run: Path, meta_data:
 
 def test_ensemble_averages_members_of_different_sizes(fused_run: Path, meta_data: Path,
                                                       tmp_path: Path) -> None:
-    from skinlesion.evaluation.ensemble import build_ensemble
     from skinlesion.inference.predictor import Predictor
     from skinlesion.runspec import RunError
     from skinlesion.training.trainer import train
+    from skinlesion.workflows.ensemble import build_ensemble
 
     other = train(tiny(meta_data, tmp_path / "small", mode="frozen", input_size=24,
                        head_epochs=3)).run_dir
@@ -394,8 +394,8 @@ def test_cross_validation_folds_share_one_feature_pass(meta_data: Path, tmp_path
 def test_metadata_diagnosis_model_exports_with_parity(fused_run: Path, meta_data: Path,
                                                       tmp_path: Path, fmt: str) -> None:
     """A second input (metadata) and a wide output survive export; auto then serves it."""
-    from skinlesion.inference.export import export_run
     from skinlesion.inference.predictor import Predictor
+    from skinlesion.workflows.export import export_run
 
     run = tmp_path / "run"
     import shutil
@@ -445,8 +445,8 @@ def test_real_isic_dev_images_with_metadata_end_to_end(isic_dev: Path, tmp_path:
 
     from skinlesion.cli.main import app
     from skinlesion.data.prepare import PrepareSettings, prepare
-    from skinlesion.evaluation.evaluate import evaluate_run
     from skinlesion.training.trainer import train
+    from skinlesion.workflows.evaluate import evaluate_run
 
     labels = pd.read_csv(isic_dev / "labels.csv", dtype=str, keep_default_na=False)
     labels = labels[labels["filename"].str.startswith("images/")]

@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from skinlesion.cli.main import app
 from skinlesion.data.manifest import read_manifest, write_manifest
-from skinlesion.evaluation.evaluate import evaluate_run
 from skinlesion.evaluation.overlap import (
     TRAINING_IMAGES_FILE,
     find_overlap,
     training_images_record,
 )
 from skinlesion.utils.hashing import sha256_file
+from skinlesion.workflows.evaluate import evaluate_run
 from test_training import make_dataset, tiny_config
 
 

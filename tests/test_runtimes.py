@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from inference_runs import build_responsive_model, save_run
 from skinlesion.cli.main import app
 from skinlesion.inference import runtimes as rt
-from skinlesion.inference.export import export_run
 from skinlesion.inference.predictor import Predictor
 from skinlesion.runspec import ModelSpec, RunError
+from skinlesion.workflows.export import export_run
 
 pytest.importorskip("ai_edge_litert")
 pytest.importorskip("onnxruntime")

@@ -315,13 +315,13 @@ class Run:
 
         Args:
             fmt: ``savedmodel``, ``tflite`` or ``onnx``.
-            **kwargs: Passed to :func:`skinlesion.inference.export.export_run`
+            **kwargs: Passed to :func:`skinlesion.workflows.export.export_run`
                 (``quantize``, ``out``, ``check_images``, ``check_count``, ...).
 
         Returns:
             The export result (folder, size, parity against the Keras model).
         """
-        from skinlesion.inference.export import export_run
+        from skinlesion.workflows.export import export_run
 
         return export_run(self.path, fmt, **kwargs)
 
@@ -450,7 +450,7 @@ def ensemble(runs: Sequence[PathLike | Run], out: PathLike, data: PathLike | Pre
     Raises:
         RunError: fewer than two runs, runs that cannot be combined, or ``out`` holding a run.
     """
-    from skinlesion.evaluation.ensemble import build_ensemble
+    from skinlesion.workflows.ensemble import build_ensemble
 
     build_ensemble([_path(r) for r in runs], out, data_dir=_path(data),
                    target_sensitivity=target_sensitivity, overwrite=overwrite)
@@ -704,7 +704,7 @@ def evaluate(run: PathLike | Run, data: PathLike | PreparedData, *, split: str =
         ManifestError: if the manifest is missing or invalid.
         ValueError: on an unknown split, an empty split or an unusable threshold rule.
     """
-    from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.workflows.evaluate import evaluate_run
 
     result = evaluate_run(_path(run), _path(data), split=split, threshold=threshold, tta=tta,
                           bootstrap=bootstrap, out=out, seed=seed, batch_size=batch_size,
@@ -802,7 +802,7 @@ def compare(runs: Sequence[PathLike | Run], data: PathLike | PreparedData, *,
     Raises:
         ValueError: with fewer than two runs, or on an unusable split or rule.
     """
-    from skinlesion.evaluation.compare import compare_runs
+    from skinlesion.workflows.compare import compare_runs
 
     if len(runs) < 2:
         raise ValueError("compare needs at least two runs")

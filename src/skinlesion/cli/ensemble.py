@@ -32,8 +32,8 @@ def ensemble_command(
     Members may differ in backbone and input size (the image is resized in-graph for each); members that use clinical metadata must share one encoding. The threshold is fitted on the validation split of --data.
     """
     from skinlesion.data.manifest import ManifestError
-    from skinlesion.evaluation.ensemble import build_ensemble
     from skinlesion.runspec import RunError
+    from skinlesion.workflows.ensemble import build_ensemble
 
     def say(msg: str) -> None:
         if not as_json:

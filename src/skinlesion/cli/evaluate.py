@@ -118,8 +118,8 @@ def evaluate_command(
     Reports ROC AUC with a bootstrap CI, the ISIC 2024 partial AUC above 80 % TPR, average precision, every rate at the operating threshold, specificity at 90/95 % sensitivity, calibration, per-source/sex/age/site subgroups and a gallery of the most confident errors. See docs/EVALUATION.md.
     """
     from skinlesion.data.manifest import ManifestError
-    from skinlesion.evaluation.evaluate import evaluate_run
     from skinlesion.runspec import RunError, require_run
+    from skinlesion.workflows.evaluate import evaluate_run
 
     try:
         require_run(run_dir)
@@ -165,8 +165,8 @@ def compare_command(
     Writes compare.json, compare.html, predictions.csv and an overlaid ROC plot. Images that any run cannot read are left out for every run, so all are scored on the same images.
     """
     from skinlesion.data.manifest import ManifestError
-    from skinlesion.evaluation.compare import compare_runs
     from skinlesion.runspec import RunError, require_run
+    from skinlesion.workflows.compare import compare_runs
 
     if len(runs) < 2:
         fail("compare needs at least two runs", code=2)

@@ -55,8 +55,9 @@ def export_command(
 
     Exit status: 0 when exported and within tolerance, 1 when the parity check failed (the export is kept for inspection), 2 for unusable input.
     """
-    from skinlesion.inference.export import ExportError, export_run
+    from skinlesion.inference.export import ExportError
     from skinlesion.runspec import RunError
+    from skinlesion.workflows.export import export_run
 
     def step(message: str) -> None:
         err_console.print(f"[dim]…[/] {message}", highlight=False)

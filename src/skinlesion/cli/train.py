@@ -157,8 +157,8 @@ def _export_tflite(run_dir: Path, *, quiet: bool) -> dict[str, Any]:
 
     from rich.markup import escape
 
-    from skinlesion.inference.export import export_run
     from skinlesion.inference.runtimes import find_artefact
+    from skinlesion.workflows.export import export_run
 
     def say(msg: str) -> None:
         if not quiet:
@@ -203,7 +203,7 @@ def demo_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Prepare → train → evaluate on the bundled sample of 200 real ISIC images; print the report path."""
-    from skinlesion.demo import run_demo
+    from skinlesion.workflows.demo import run_demo
 
     def say(msg: str) -> None:
         if not as_json:

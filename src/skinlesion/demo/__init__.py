@@ -1,75 +1,18 @@
-"""``skinlesion demo``: prepare → train → evaluate on the bundled sample of real ISIC images.
+"""The bundled demo sample: 200 CC-0 dermoscopic images from the ISIC Archive.
 
-The sample (``demo/sample``: 200 CC-0 dermoscopic images, ≤ 256 px, with an
-attribution file) is tiny, so the demo trains the frozen-cached recipe: the
-offline EfficientNet-Lite0 runs once per image and view, then only the head
-trains. It finishes in a few minutes on two CPU cores and ends with the path of
-the HTML report. Twenty test images cannot measure a model: the report's
-confidence intervals say how little they tell.
+``demo/sample`` holds ``labels.csv``, ``images/`` (≤ 256 px) and ``ATTRIBUTION.md``.
+``skinlesion demo`` (:func:`skinlesion.workflows.demo.run_demo`) prepares, trains and
+evaluates on it.
 """
 
 from __future__ import annotations
 
-import shutil
-import time
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 SAMPLE = "sample"
-
-DEMO_OVERRIDES: dict[str, Any] = {
-    "mode": "frozen", "cache_features": True, "feature_views": 8, "head_epochs": 150,
-    "head_lr": 1e-3, "patience": 25, "dropout": 0.3, "seed": 1,
-}
 
 
 def sample_dir() -> Path:
     """Folder of the bundled sample (``labels.csv``, ``images/``, ``ATTRIBUTION.md``)."""
     return Path(str(resources.files("skinlesion.demo") / SAMPLE))
-
-
-def run_demo(out: str | Path, *, overwrite: bool = True,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the whole demo into ``out`` and return its headline numbers and paths.
-
-    Args:
-        out: Folder for ``data/``, ``run/`` and the report.
-        overwrite: Replace an earlier demo in ``out`` (else an earlier run is an error).
-        progress: Called with a short message at each step.
-
-    Returns:
-        ``report`` (path of report.html), ``run_dir``, ``data_dir``, ``test_roc_auc``,
-        ``test_n`` and ``seconds``.
-    """
-    from skinlesion.data.prepare import PrepareSettings, prepare
-    from skinlesion.evaluation.evaluate import evaluate_run
-    from skinlesion.training.config import load_config
-    from skinlesion.training.trainer import train
-
-    say = progress or (lambda msg: None)
-    t0 = time.perf_counter()
-    out = Path(out)
-    data_dir, run_dir = out / "data", out / "run"
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    say(f"1/3 prepare: {sample_dir() / 'labels.csv'} → {data_dir}")
-    prepared = prepare([sample_dir() / "labels.csv"], data_dir, PrepareSettings(size=256, seed=1))
-    say(f"    {prepared.summary}")
-    say("2/3 train: EfficientNet-Lite0 (ImageNet, offline), frozen features cached, head trained")
-    cfg = load_config(overrides={**DEMO_OVERRIDES, "data_dir": str(data_dir), "out": str(run_dir)})
-    result = train(cfg, overwrite=overwrite, progress=lambda m: say(f"    {m}"))
-    say(f"3/3 evaluate on the test split → {run_dir / 'eval'}")
-    ev = evaluate_run(run_dir, data_dir, split="test", bootstrap=1000)
-    metrics = ev.metrics
-    return {
-        "report": str(ev.report_path),
-        "run_dir": str(run_dir),
-        "data_dir": str(data_dir),
-        "val_roc_auc": result.val_metrics.get("roc_auc"),
-        "test_roc_auc": metrics["ranking"]["roc_auc"],
-        "test_n": len(ev.predictions),
-        "threshold": result.spec.threshold,
-        "seconds": time.perf_counter() - t0,
-    }

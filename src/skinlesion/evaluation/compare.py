@@ -14,9 +14,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import norm, rankdata
 
-from skinlesion import INTENDED_USE, __version__
 from skinlesion.evaluation.bootstrap import (
     DEFAULT_REPLICATES,
     paired_bootstrap_auc_difference,
@@ -42,8 +40,6 @@ from skinlesion.evaluation.metrics import (
     json_safe,
     threshold_metrics,
 )
-from skinlesion.evaluation.operating_point import ThresholdRule
-from skinlesion.evaluation.overlap import overlap_summary
 
 logger = logging.getLogger(__name__)
 
@@ -197,117 +193,6 @@ class CompareResult:
     def report_path(self) -> Path | None:
         """``compare.html`` once written."""
         return self.files.get("report")
-
-
-def _names(run_dirs: Sequence[Path]) -> list[str]:
-    names = [p.resolve().name for p in run_dirs]
-    if len(set(names)) < len(names):
-        names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
-    return names
-
-
-def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.PathLike[str],
-                 *, split: str = "test", threshold: str | ThresholdRule = "stored",
-                 tta: int = 1, bootstrap: int = DEFAULT_REPLICATES,
-                 out: str | os.PathLike[str] | None = None, seed: int = 0,
-                 batch_size: int = 32,
-                 progress: Callable[[int], None] | None = None,
-                 exclude_overlap: bool = False) -> CompareResult:
-    """Score several runs on the same manifest split and compare them pairwise.
-
-    Images that any run fails to read are dropped for every run (a paired test needs
-    the same images) and listed under ``errors``.
-
-    Args:
-        run_dirs: Two or more finished runs.
-        data_dir: Prepared data folder (``manifest.csv``).
-        split: Manifest split to score (default ``test``).
-        threshold: Rule for each run's operating threshold (see ``evaluate_run``).
-        tta: Dihedral TTA views.
-        bootstrap: Replicates for intervals and the paired bootstrap.
-        out: Output folder (default ``<first run>/eval/compare``).
-        seed: Bootstrap seed.
-        batch_size: Images per forward pass.
-        progress: Called with the number of images just scored.
-        exclude_overlap: Leave out images that any run was trained or validated on.
-
-    Returns:
-        The :class:`CompareResult` with files written.
-    """
-    from skinlesion.data.manifest import manifest_fingerprint, manifest_path, read_manifest
-    from skinlesion.evaluation.evaluate import (
-        choose_operating_point,
-        predict_manifest,
-        select_split,
-    )
-    from skinlesion.inference.predictor import Predictor
-    from skinlesion.runspec import EVAL_DIR, require_run
-
-    runs = [require_run(r) for r in run_dirs]
-    if len(runs) < 2:
-        raise ValueError("compare needs at least two runs")
-    rule = ThresholdRule.parse(threshold)
-    manifest = read_manifest(data_dir)
-    rows = select_split(manifest, split, where=str(manifest_path(data_dir)))
-    names = _names(runs)
-    overlap: dict[str, dict[str, Any]] = {}
-    seen: set[str] = set()
-    for name, run in zip(names, runs, strict=True):
-        overlap[name], matches = overlap_summary(rows, run, excluded=exclude_overlap)
-        seen |= set(matches["image_id"])
-        if overlap[name].get("warning"):
-            logger.warning("%s: %s", name, overlap[name]["warning"])
-    if exclude_overlap and seen:
-        rows = rows[~rows["image_id"].astype(str).isin(seen)].reset_index(drop=True)
-        if rows.empty:
-            raise ValueError("every image of the split was seen in training by some run")
-    scored: dict[str, pd.DataFrame] = {}
-    operating: dict[str, dict[str, Any]] = {}
-    errors: list[pd.DataFrame] = []
-    specs: dict[str, Any] = {}
-    for name, run in zip(names, runs, strict=True):
-        predictor = Predictor.from_run(run)
-        specs[name] = predictor.spec
-        scored[name], err = predict_manifest(predictor, rows, data_dir, tta=tta,
-                                             batch_size=batch_size, progress=progress)
-        errors.append(err.assign(run=name))
-
-        def validation(predictor: Predictor = predictor, name: str = name) -> pd.DataFrame:
-            if split in ("val", "all"):
-                return scored[name][scored[name]["split"] == "val"]
-            val_rows = select_split(manifest, "val")
-            return predict_manifest(predictor, val_rows, data_dir, tta=tta,
-                                    batch_size=batch_size)[0]
-
-        operating[name] = choose_operating_point(rule, predictor.spec, split, validation)
-
-    shared = set.intersection(*(set(df["image_id"]) for df in scored.values()))
-    table = rows[rows["image_id"].isin(shared)][["image_id", "label"]].reset_index(drop=True)
-    for name, df in scored.items():
-        table[f"p_{name}"] = table["image_id"].map(df.set_index("image_id")["probability"])
-    if table.empty:
-        raise ValueError("no image could be scored by every run")
-    comparison = compare_predictions(
-        table["label"], {n: table[f"p_{n}"] for n in names},
-        {n: operating[n]["threshold"] for n in names}, bootstrap=bootstrap, seed=seed)
-    all_errors = pd.concat(errors, ignore_index=True)
-    comparison.update(json_safe({
-        "intended_use": INTENDED_USE,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "evaluator": f"skinlesion {__version__}",
-        "data": {"manifest": str(manifest_path(data_dir).resolve()),
-                 "manifest_sha256": manifest_fingerprint(data_dir), "split": split,
-                 "n_images": len(rows), "n_shared": len(table)},
-        "tta": tta,
-        "overlap": overlap,
-        "runs": {n: {"run_dir": str(r.resolve()), "backbone": specs[n].backbone,
-                     "input_size": specs[n].input_size, "model_id": specs[n].model_id,
-                     "operating_point": operating[n]} for n, r in zip(names, runs, strict=True)},
-        "errors": {"count": int(all_errors["image_id"].nunique()),
-                   "images": all_errors[["run", "image_id", "path", "error"]].to_dict("records")},
-    }))
-    result = CompareResult(comparison=comparison, predictions=table)
-    return write_comparison(result, Path(out) if out is not None else runs[0] / EVAL_DIR / "compare")
 
 
 def write_comparison(result: CompareResult, out_dir: str | os.PathLike[str]) -> CompareResult:

@@ -1,13 +1,9 @@
-"""``evaluate_run``: score a run on a manifest split and write metrics, plots and the report.
-
-The orchestrator reads like a table of contents::
-
-    load the run and the manifest split → predict every image (errors kept aside)
-    → choose the operating threshold (stored, fixed, or fitted on the *validation* split)
-    → compute every metric (:func:`evaluate_predictions`) → write RUN_DIR/eval/
+"""The metrics of an evaluation, the operating threshold, and the evaluation folder.
 
 :func:`evaluate_predictions` is the pure core: it needs only a table of labels and
-probabilities (plus optional subgroup columns), so it is tested without a model.
+probabilities (plus optional subgroup columns), so it is tested without a model. The
+orchestrator that scores a run through the ``Predictor`` and calls it is
+:func:`skinlesion.workflows.evaluate.evaluate_run`.
 """
 
 from __future__ import annotations
@@ -15,19 +11,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from skinlesion import INTENDED_USE, __version__
+from skinlesion import INTENDED_USE
 from skinlesion.data.manifest import (
     manifest_fingerprint,
     manifest_path,
-    read_manifest,
-    resolve_paths,
 )
 from skinlesion.data.targets import DiagnosisClasses
 from skinlesion.evaluation.bootstrap import DEFAULT_REPLICATES, stratified_bootstrap
@@ -39,7 +32,6 @@ from skinlesion.evaluation.intervals import (
     auc_interval_reliability,
     rate_intervals,
 )
-from skinlesion.evaluation.metadata_effect import metadata_effect, metadata_only_probabilities
 from skinlesion.evaluation.metrics import (
     PAUC_MIN_TPR,
     EvalResult,
@@ -62,18 +54,14 @@ from skinlesion.evaluation.operating_point import (
     threshold_for_sensitivity,
     youden_threshold,
 )
-from skinlesion.evaluation.overlap import overlap_summary
 from skinlesion.evaluation.subgroups import MIN_PER_CLASS, subgroup_metrics
-from skinlesion.runspec import CONFIG_FILE, EVAL_DIR, HISTORY_FILE, ModelSpec, require_run
+from skinlesion.runspec import CONFIG_FILE, HISTORY_FILE, ModelSpec
 from skinlesion.utils.atomic import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
 )
-
-if TYPE_CHECKING:
-    from skinlesion.inference.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +77,6 @@ SCHEMA_VERSION = 2
 """2: Wilson intervals for the rates (``*_ci95`` keys kept, ``ppv_ci95``/``npv_ci95`` added),
 ``roc_auc_ci_reliable``/``roc_auc_ci_note``, ``intervals``, ``fixed_rates.*.chosen_on``."""
 FIXED_RATES_NOTE = "read off the evaluated images themselves: optimistic"
-
-Progress = Callable[[int], None]
-
 
 # === The pure core ===
 
@@ -323,149 +308,16 @@ def metadata_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
     return rows[cols].to_dict("records") if cols else [{} for _ in range(len(rows))]
 
 
-def predict_manifest(predictor: Predictor, rows: pd.DataFrame, data_dir: str | os.PathLike[str],
-                     *, tta: int = 1, batch_size: int = 32,
-                     progress: Progress | None = None,
-                     withhold_metadata: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score the manifest ``rows``; returns ``(scored, errors)``.
-
-    ``scored`` is ``rows`` plus ``probability`` and ``file`` (absolute path) for every image
-    that could be read (plus ``p_<class>`` columns for a diagnosis model); ``errors`` holds
-    ``image_id``, ``path``, ``label``, ``error`` for the rest (one bad image never stops the
-    evaluation, and none is silently dropped). A model that uses clinical metadata gets the
-    manifest's ``age``/``sex``/``site`` — or nothing, with ``withhold_metadata``.
-    """
-    files = resolve_paths(rows, data_dir)
-    meta = None if withhold_metadata or not predictor.uses_metadata else metadata_records(rows)
-    # A test set is scored whole: the out-of-scope guard is for deployment, not evaluation.
-    results = predictor.predict_files(files, tta=tta, batch_size=batch_size, progress=progress,
-                                      metadata=meta, check_scope=False)
-    out = rows.copy()
-    out["file"] = files
-    out["probability"] = [r.probability for r in results]
-    for name in predictor.diagnosis_classes:
-        out[f"{DIAGNOSIS_PREFIX}{name}"] = [
-            next((d["probability"] for d in (r.diagnoses or []) if d["diagnosis"] == name),
-                 np.nan) for r in results]
-    out["error"] = [r.error for r in results]
-    failed = out["error"].notna()
-    for _, row in out[failed].iterrows():
-        logger.warning("%s: not scored (%s)", row["file"], row["error"])
-    scored = out[~failed].drop(columns=["error"]).reset_index(drop=True)
-    scored["probability"] = scored["probability"].astype(float)
-    return scored, out.loc[failed, ["image_id", "path", "label", "error"]].reset_index(drop=True)
-
-
-# === The orchestrator ===
-
-
-def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str], *,
-                 split: str = "test", threshold: str | float | ThresholdRule = "stored",
-                 tta: int = 1, bootstrap: int = DEFAULT_REPLICATES,
-                 out: str | os.PathLike[str] | None = None, seed: int = 0,
-                 batch_size: int = 32, progress: Progress | None = None,
-                 predictor: Predictor | None = None,
-                 exclude_overlap: bool = False) -> EvalResult:
-    """Evaluate a trained run on a manifest split and write ``RUN_DIR/eval/`` (or ``out``).
-
-    Args:
-        run_dir: A finished training run (``model.keras`` + ``model_spec.json``).
-        data_dir: Prepared data folder holding ``manifest.csv`` (or the CSV itself).
-        split: ``test`` (default), ``val``, ``train`` or ``all``.
-        threshold: ``stored``, ``youden``, ``sens=X`` or a number; ``youden`` and ``sens=X``
-            are fitted on the manifest's validation split, never on the evaluated images.
-        tta: Dihedral test-time-augmentation views averaged (1, 2, 4 or 8).
-        bootstrap: Replicates of the stratified bootstrap (0 disables the intervals).
-        out: Output folder (default ``RUN_DIR/eval``).
-        seed: Bootstrap seed.
-        batch_size: Images per forward pass.
-        progress: Called with the number of images just scored.
-        predictor: An already loaded predictor for ``run_dir`` (else loaded here).
-        exclude_overlap: Leave out images the run was trained or validated on (found by
-            hash and id, see ``overlap.py``); by default they are scored and flagged.
-
-    Returns:
-        The result, with ``files`` naming everything written (``report`` = report.html).
-
-    Raises:
-        RunError: if ``run_dir`` is not a finished run.
-        ManifestError: if the manifest is missing or invalid.
-        ValueError: on an unknown split, an empty split or an unusable threshold rule.
-    """
-    from skinlesion.inference.predictor import Predictor
-
-    run = require_run(run_dir)
-    rule = ThresholdRule.parse(threshold)
-    manifest = read_manifest(data_dir)
-    rows = select_split(manifest, split, where=str(manifest_path(data_dir)))
-    overlap, seen = overlap_summary(rows, run, excluded=exclude_overlap)
-    if overlap.get("warning"):
-        logger.warning("%s", overlap["warning"])
-    if exclude_overlap and len(seen):
-        rows = rows[~rows["image_id"].astype(str).isin(set(seen["image_id"]))]
-        if rows.empty:
-            raise ValueError(f"every image of split {split!r} was seen in training; "
-                             "nothing left to evaluate with --exclude-overlap")
-        rows = rows.reset_index(drop=True)
-    predictor = predictor or Predictor.from_run(run)
-    spec = predictor.spec
-
-    scored, errors = predict_manifest(predictor, rows, data_dir, tta=tta,
-                                      batch_size=batch_size, progress=progress)
-    if scored.empty:
-        raise ValueError(f"none of the {len(rows)} images of split {split!r} could be read; "
-                         f"first error: {errors['error'].iloc[0]}")
-
-    val_errors: list[pd.DataFrame] = []
-
-    def validation() -> pd.DataFrame:
-        if split in ("val", "all"):
-            return scored[scored["split"] == "val"]
-        val_rows = select_split(manifest, "val", where=str(manifest_path(data_dir)))
-        val, err = predict_manifest(predictor, val_rows, data_dir, tta=tta,
-                                    batch_size=batch_size)
-        val_errors.append(err)
-        return val
-
-    operating = choose_operating_point(rule, spec, split, validation)
-    if val_errors and len(val_errors[0]):
-        operating["validation_errors"] = len(val_errors[0])  # unreadable val images, left out
-    result = evaluate_predictions(scored, operating["threshold"], bootstrap=bootstrap, seed=seed,
-                                  errors=errors, operating_point=operating,
-                                  class_names=_class_names(spec))
-    if spec.target == "diagnosis" and spec.diagnosis:
-        result.metrics["diagnosis"] = json_safe(_diagnosis_block(spec, scored))
-    if predictor.uses_metadata and predictor.encoder is not None:
-        withheld, _ = predict_manifest(predictor, rows, data_dir, tta=tta, batch_size=batch_size,
-                                       withhold_metadata=True)
-        withheld = withheld.set_index("image_id").loc[scored["image_id"], "probability"]
-        train_rows = manifest[manifest["split"] == "train"]
-        baseline = metadata_only_probabilities(predictor.encoder, train_rows, scored, seed=seed)
-        result.metrics["metadata"] = json_safe(metadata_effect(
-            scored, withheld.to_numpy(float), baseline, predictor.encoder))
-    result.metrics.update(json_safe({
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "evaluator": f"skinlesion {__version__}",
-        "tta": tta,
-        "runtime": predictor.runtime_name,
-        "run": describe_run(run, spec),
-        "data": describe_data(data_dir, split, rows, scored, errors),
-        "overlap": overlap,
-    }))
-    history = read_history(run)
-    if history is not None:
-        result.curves["history"] = history
-    return write_evaluation(result, Path(out) if out is not None else run / EVAL_DIR)
-
-
-def _diagnosis_block(spec: ModelSpec, scored: pd.DataFrame) -> dict[str, Any]:
+def diagnosis_block(spec: ModelSpec, scored: pd.DataFrame) -> dict[str, Any]:
+    """The diagnosis model's multi-class metrics over the ``p_<class>`` columns of ``scored``."""
     classes = DiagnosisClasses.from_dict(spec.diagnosis or {})
     truth = classes.index(scored["diagnosis"], scored["label"])
     probs = scored[[f"{DIAGNOSIS_PREFIX}{c}" for c in classes.classes]].to_numpy(float)
     return diagnosis_metrics(truth, probs, classes.classes, classes.malignant)
 
 
-def _class_names(spec: ModelSpec) -> tuple[str, str]:
+def binary_class_names(spec: ModelSpec) -> tuple[str, str]:
+    """The (negative, positive) class names the report uses for a run."""
     names = list(spec.class_names)
     return (names[0], names[1]) if len(names) == 2 else ("benign", "malignant")
 

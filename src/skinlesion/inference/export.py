@@ -26,9 +26,7 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,12 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from skinlesion.inference import runtimes as _rt
-from skinlesion.runspec import MODEL_FILE, SPEC_FILE, training_data_dir
-from skinlesion.utils.atomic import atomic_write_json
 from skinlesion.utils.quiet import native_stderr_to_log
 
 if TYPE_CHECKING:
-    from skinlesion.inference.parity import ImageSample
     from skinlesion.inference.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -318,168 +313,6 @@ def _open(p: Path, num_threads: int | None) -> SavedModelRuntime | TFLiteRuntime
 
 
 # === The export command's orchestrator ===
-
-def default_out_dir(run_dir: str | os.PathLike[str], fmt: str, quantize: str | None) -> Path:
-    """``RUN_DIR/export/<format>[-<quantize>]``."""
-    return Path(run_dir) / "export" / (fmt if quantize is None else f"{fmt}-{quantize}")
-
-
-def export_run(
-    run_dir: str | os.PathLike[str],
-    fmt: str,
-    *,
-    quantize: str | None = None,
-    out: str | os.PathLike[str] | None = None,
-    check_images: str | os.PathLike[str] | None = None,
-    calibration_data: str | os.PathLike[str] | None = None,
-    check_count: int = 200,
-    calibration_count: int = 100,
-    skip_check: bool = False,
-    seed: int = 0,
-    predictor: Predictor | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> ExportResult:
-    """Export a run, check it against the Keras model, and write it atomically.
-
-    Args:
-        run_dir: The training run.
-        fmt: ``savedmodel``, ``tflite`` or ``onnx``.
-        quantize: ``float16`` or ``int8`` (TFLite only), or None.
-        out: Export folder. Defaults to ``RUN_DIR/export/<format>[-<quantize>]``; an existing
-            folder is replaced only once the new export is complete.
-        check_images: Images for the parity check: a prepared data folder, a folder with
-            ``labels.csv``, or a folder of images. Defaults to the training data's test
-            (else val) split, found through ``model_spec.json`` (``data_dir``).
-        calibration_data: int8 calibration images (same kinds of folder). Defaults to the
-            training data's train split.
-        check_count: Images in the parity check. Defaults to 200.
-        calibration_count: Images for int8 calibration. Defaults to 100.
-        skip_check: Export without a parity check (``parity.json`` says so).
-        seed: Sampling seed for both samples.
-        predictor: An already loaded Predictor for ``run_dir`` (saves loading it again).
-        progress: Called with a short message before each step.
-
-    Returns:
-        The ``ExportResult``.
-
-    Raises:
-        ExportError: for a bad format/quantisation pair, a missing export library, or no
-            images where they are needed.
-        RunError: if ``run_dir`` is not a usable run.
-    """
-    from skinlesion.inference.parity import ParityError, check_parity, load_sample, sample_images
-    from skinlesion.inference.predictor import Predictor
-
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ExportError(f"unknown quantisation {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
-    if quantize is not None and fmt != "tflite":
-        raise ExportError(f"--quantize applies to tflite only, not {fmt}")
-    require_libraries(fmt, check=not skip_check)  # first: before minutes of conversion
-    step = progress or (lambda _msg: None)
-    # The reference is always the Keras model, whatever runtime a caller's Predictor uses.
-    pred = (predictor or Predictor.from_run(run_dir, runtime="keras")).with_runtime("keras")
-    target = Path(out) if out is not None else default_out_dir(run_dir, fmt, quantize)
-    data_dir = training_data_dir(run_dir)
-
-    def find(source: str | os.PathLike[str] | None, n: int, splits: tuple[str, ...],
-             what: str) -> ImageSample:
-        src = source if source is not None else data_dir
-        if src is None:
-            raise ExportError(f"no images for the {what}: {Path(run_dir) / SPEC_FILE} names no "
-                              f"existing data folder; pass a folder of images with "
-                              f"{'--check-images' if what == 'parity check' else '--calibration-data'}")
-        try:
-            return sample_images(src, n, seed=seed, splits=splits)
-        except (ParityError, ValueError) as exc:
-            raise ExportError(f"{what}: {exc}") from exc
-
-    representative = None
-    calibration_source = None
-    if quantize == "int8":
-        step("loading calibration images")
-        cal = find(calibration_data, calibration_count, ("train",), "int8 calibration")
-        representative, _, _ = load_sample(pred, cal)
-        calibration_source = cal.source
-    check = None if skip_check else find(check_images, check_count, ("test", "val"), "parity check")
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    # mkdtemp makes the folder private (0700); the export is renamed into place, so give it
-    # the mode any folder made by this user gets (0755 under the usual umask 022).
-    os.chmod(work, 0o777 & ~_umask())
-    try:
-        scratch = work / "_savedmodel"
-        step("exporting SavedModel")
-        export_savedmodel(pred, work if fmt == "savedmodel" else scratch)
-        if fmt == "tflite":
-            step(f"converting to TFLite{f' ({quantize})' if quantize else ''}")
-            from skinlesion.inference.parity import parity_metadata
-
-            cal_meta = (parity_metadata(pred, len(representative))
-                        if representative is not None else None)
-            model_file = export_tflite(scratch, work / MODEL_FILES["tflite"], quantize=quantize,
-                                       representative=representative, metadata=cal_meta)
-        elif fmt == "onnx":
-            step("converting to ONNX")
-            model_file = export_onnx(scratch, work / MODEL_FILES["onnx"],
-                                     input_size=pred.input_size,
-                                     metadata_dim=pred.encoder.dim if pred.encoder else 0)
-        else:
-            model_file = work
-        if scratch.exists():
-            shutil.rmtree(scratch)
-        shutil.copy2(Path(run_dir) / SPEC_FILE, work / SPEC_FILE)
-
-        parity: dict[str, Any] | None = None
-        record: dict[str, Any] = {"format": fmt, "quantize": quantize,
-                                  "model_id": pred.model_id, "input": INPUT_NAME,
-                                  "output": OUTPUT_NAME, "calibration_source": calibration_source,
-                                  # ties the record to this exact model (runtime auto-selection)
-                                  "keras_sha256": _rt.model_digest(Path(run_dir) / MODEL_FILE)}
-        if check is not None:
-            step(f"checking parity on {len(check.paths)} images")
-            images, labels, skipped = load_sample(pred, check)
-            parity = check_parity(pred, load_runtime(model_file), images, labels,
-                                  precision=quantize or "float32")
-            parity.update(check_source=check.source, skipped=skipped)
-            record.update(parity)
-        else:
-            record["checked"] = False
-        atomic_write_json(work / PARITY_FILE, record)
-        _replace_dir(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    final_model = target if fmt == "savedmodel" else target / Path(model_file).name
-    return ExportResult(path=target, model_file=final_model, format=fmt, quantize=quantize,
-                        parity=parity, size_bytes=_size(final_model))
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    # Directories cannot be swapped atomically with one rename if the target exists: move the
-    # old one aside first, so a reader sees the old export or the new one, never a mix.
-    if target.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, trash / target.name)
-        os.replace(new, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(new, target)
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
 
 def read_parity(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``parity.json`` of an export folder."""

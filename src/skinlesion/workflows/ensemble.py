@@ -26,11 +26,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sklearn.metrics import average_precision_score, roc_auc_score
+
 from skinlesion import INTENDED_USE, __version__
+from skinlesion.data.manifest import manifest_fingerprint, read_manifest
+from skinlesion.evaluation.evaluate import select_split
+from skinlesion.evaluation.operating_point import (
+    rates_at,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
+from skinlesion.inference.predictor import Predictor
+from skinlesion.models.classifier import INPUT_NAME, METADATA_INPUT
 from skinlesion.runspec import MODEL_FILE, SPEC_FILE, ModelSpec, RunError, require_run
 from skinlesion.utils.atomic import atomic_path
 from skinlesion.utils.hashing import sha256_file
 from skinlesion.utils.versions import git_commit, library_versions
+from skinlesion.workflows.scoring import predict_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +77,6 @@ def build_ensemble_model(models: Sequence[Any], specs: Sequence[ModelSpec]) -> A
     """The averaging model over loaded member ``models`` (see the module docstring)."""
     import keras
 
-    from skinlesion.models.classifier import INPUT_NAME, METADATA_INPUT
     from skinlesion.models.layers import TakeColumns
 
     size = max(int(s.input_size) for s in specs)
@@ -116,15 +127,7 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
 
     import skinlesion.models.backbones
     import skinlesion.models.layers
-    import skinlesion.models.preprocessing  # noqa: F401
-    from skinlesion.data.manifest import manifest_fingerprint, read_manifest
-    from skinlesion.evaluation.evaluate import predict_manifest, select_split
-    from skinlesion.evaluation.operating_point import (
-        rates_at,
-        threshold_for_sensitivity,
-        youden_threshold,
-    )
-    from skinlesion.inference.predictor import Predictor
+    import skinlesion.models.preprocessing  # noqa: F401  (custom layers the members need)
 
     say = progress or (lambda msg: None)
     if len(members) < 2:
@@ -141,12 +144,29 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
         say(f"loading {run}")
         models.append(keras.saving.load_model(run / MODEL_FILE, compile=False))
     model = build_ensemble_model(models, specs)
+    spec = ensemble_spec(runs, specs)
+    say("fitting the threshold on the validation split")
+    fit_threshold(Predictor(model, spec), data_dir, target_sensitivity)
+    spec.data_fingerprint = manifest_fingerprint(data_dir)
+    spec.data_dir = str(data_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest / MODEL_FILE) as tmp:
+        model.save(tmp)
+    spec.model_id = sha256_file(dest / MODEL_FILE)[:12]
+    spec.save(dest)  # last: the "finished" mark
+    logger.info("ensemble of %d runs → %s (val AUC %.3f)", len(runs), dest,
+                spec.val_metrics["roc_auc"])
+    return spec
+
+
+def ensemble_spec(runs: Sequence[Path], specs: Sequence[ModelSpec]) -> ModelSpec:
+    """The ensemble's ``ModelSpec`` before its threshold is fitted."""
     diag = _shared_diagnosis(specs)
-    meta = _metadata_encoding(specs)
-    spec = ModelSpec(
+    return ModelSpec(
         backbone=ENSEMBLE_BACKBONE, input_size=max(int(s.input_size) for s in specs),
         preprocessing="per member (inside each member)",
-        target="diagnosis" if diag else "binary", diagnosis=diag, metadata=meta,
+        target="diagnosis" if diag else "binary", diagnosis=diag,
+        metadata=_metadata_encoding(specs),
         color_constancy=any(s.color_constancy for s in specs),
         members=[{"run": str(r.resolve()), "backbone": s.backbone, "input_size": s.input_size,
                   "model_id": s.model_id, "target": s.target, "metadata": bool(s.metadata),
@@ -156,8 +176,18 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
         versions=library_versions(), intended_use=INTENDED_USE,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    say("fitting the threshold on the validation split")
-    predictor = Predictor(model, spec)
+
+
+def fit_threshold(predictor: Predictor, data_dir: str | os.PathLike[str],
+                  target_sensitivity: float) -> None:
+    """Score the validation split of ``data_dir`` and set the spec's threshold and val metrics.
+
+    The same rule as training: the highest threshold reaching ``target_sensitivity``.
+
+    Raises:
+        RunError: if the validation split lacks benign or malignant images.
+    """
+    spec = predictor.spec
     val_rows = select_split(read_manifest(data_dir), "val")
     scored, errors = predict_manifest(predictor, val_rows, data_dir)
     y = scored["label"].to_numpy(int)
@@ -169,21 +199,9 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
                            "validation split (ensemble)")
     spec.target_sensitivity = target_sensitivity
     spec.youden_threshold = float(youden_threshold(y, p))
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     rates = rates_at(y, p, spec.threshold)
     spec.val_metrics = {"n": len(y), "positives": int(y.sum()),
                         "roc_auc": float(roc_auc_score(y, p)),
                         "average_precision": float(average_precision_score(y, p)),
                         "sensitivity": rates["sensitivity"], "specificity": rates["specificity"],
                         "unreadable": len(errors)}
-    spec.data_fingerprint = manifest_fingerprint(data_dir)
-    spec.data_dir = str(data_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest / MODEL_FILE) as tmp:
-        model.save(tmp)
-    spec.model_id = sha256_file(dest / MODEL_FILE)[:12]
-    spec.save(dest)  # last: the "finished" mark
-    logger.info("ensemble of %d runs → %s (val AUC %.3f)", len(runs), dest,
-                spec.val_metrics["roc_auc"])
-    return spec
