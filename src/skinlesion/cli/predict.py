@@ -64,51 +64,20 @@ def predict_command(
 
     Exit status: 0 when at least one image was predicted, 1 when none could be, 2 when RUN_DIR is not a usable run. Research and education only: not a diagnostic device.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from skinlesion import INTENDED_USE
     from skinlesion.inference.predictor import find_images
-
-    paths, problems = find_images(inputs)
     from skinlesion.utils.safe_text import terminal_text
 
+    paths, problems = find_images(inputs)
     for msg in problems:
         err_console.print(f"[yellow]warning:[/] {terminal_text(msg)}", highlight=False)
     if not paths:
         fail("no images to predict", code=1)
     predictor = load_predictor(run_dir, runtime)
-
-    meta_rows = None
-    if metadata is not None:
-        from skinlesion.inference.metadata_input import MetadataTable, MetadataTableError
-
-        try:
-            table = MetadataTable(metadata)
-        except MetadataTableError as exc:
-            fail(str(exc), code=2)
-        meta_rows, matched = table.records(paths)
-        if not predictor.uses_metadata:
-            err_console.print(f"[yellow]warning:[/] this model does not use clinical metadata; "
-                              f"{metadata} is ignored", highlight=False)
-        else:
-            err_console.print(f"metadata: {matched} of {len(paths)} image(s) found in {metadata} "
-                              f"(fields {', '.join(table.fields) or 'none'}); the others count "
-                              "as unknown", highlight=False)
+    meta_rows = _metadata_rows(metadata, paths, predictor) if metadata is not None else None
     cam_writer = _CamWriter(predictor, cam, batch_size) if cam is not None else None
-    rows: list[PredictionRow] = []
-    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               _RateColumn())
-    with Progress(*columns, console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as bar:
-        task = bar.add_task("predict", total=len(paths))
-        for row in predictor.iter_predict_files(paths, tta=tta, batch_size=batch_size,
-                                                progress=lambda n: bar.advance(task, n),
-                                                metadata=meta_rows):
-            rows.append(row)
-            if cam_writer is not None:
-                cam_writer.add(row)
-        if cam_writer is not None:
-            cam_writer.flush()
+    rows = _predict_all(predictor, paths, tta=tta, batch_size=batch_size, metadata=meta_rows,
+                        cam_writer=cam_writer)
 
     from skinlesion.inference.outputs import prediction_record, write_predictions_csv
 
@@ -132,6 +101,49 @@ def predict_command(
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
     if summary["failed"] + summary["out_of_scope"] == len(rows):
         raise typer.Exit(1)
+
+
+def _metadata_rows(metadata: Path, paths: list[Path], predictor: Predictor
+                   ) -> list[dict[str, Any] | None]:
+    """The ``--metadata`` CSV's row for each image (unknown when it has none)."""
+    from skinlesion.inference.metadata_input import MetadataTable, MetadataTableError
+
+    try:
+        table = MetadataTable(metadata)
+    except MetadataTableError as exc:
+        fail(str(exc), code=2)
+    meta_rows, matched = table.records(paths)
+    if not predictor.uses_metadata:
+        err_console.print(f"[yellow]warning:[/] this model does not use clinical metadata; "
+                          f"{metadata} is ignored", highlight=False)
+    else:
+        err_console.print(f"metadata: {matched} of {len(paths)} image(s) found in {metadata} "
+                          f"(fields {', '.join(table.fields) or 'none'}); the others count "
+                          "as unknown", highlight=False)
+    return meta_rows
+
+
+def _predict_all(predictor: Predictor, paths: list[Path], *, tta: int, batch_size: int,
+                 metadata: list[dict[str, Any] | None] | None, cam_writer: _CamWriter | None,
+                 ) -> list[PredictionRow]:
+    """Every image through the Predictor, with a progress bar (and Grad-CAM files)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    rows: list[PredictionRow] = []
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               _RateColumn())
+    with Progress(*columns, console=err_console, transient=True,
+                  disable=not err_console.is_terminal) as bar:
+        task = bar.add_task("predict", total=len(paths))
+        for row in predictor.iter_predict_files(paths, tta=tta, batch_size=batch_size,
+                                                progress=lambda n: bar.advance(task, n),
+                                                metadata=metadata):
+            rows.append(row)
+            if cam_writer is not None:
+                cam_writer.add(row)
+        if cam_writer is not None:
+            cam_writer.flush()
+    return rows
 
 
 # === Output ===

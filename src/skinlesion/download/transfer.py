@@ -28,7 +28,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -352,66 +352,97 @@ def fetch_file(
             so that the next run resumes.
     """
     retry = retry or RetryPolicy()
-    progress = progress or NullProgress()
-    sleep = sleep or time.sleep
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    part = dest / f"{remote.name}{PART_SUFFIX}"
-    meta_path = dest / f"{remote.name}{META_SUFFIX}"
-    with_md5 = remote.md5 is not None or (remote.etag_md5 and verify_etag)
-    digest: _Digest | None = None
-    failures: list[str] = []
-    unreachable = True
+    state = _Attempts(dest=dest, remote=remote, client=client, retry=retry,
+                      progress=progress or NullProgress(), sleep=sleep or time.sleep,
+                      verify_etag=verify_etag)
     for url in remote.urls:
-        consecutive = 0
-        tries = 0
+        fetched = state.from_url(url)
+        if fetched is not None:
+            return fetched
+    if state.unreachable:
+        raise NetworkUnavailableError(remote.urls,
+                                      reason=state.failures[-1] if state.failures else "")
+    kept = f" The partial file {state.part} is kept: run the command again to resume." \
+        if state.part.is_file() else ""
+    raise DownloadError(f"{remote.name}: download failed.{kept}\n  "
+                        + "\n  ".join(state.failures[-4:]))
+
+
+@dataclass
+class _Attempts:
+    """The tries of one ``fetch_file``: what failed, whether any server answered."""
+
+    dest: Path
+    remote: RemoteFile
+    client: httpx.Client
+    retry: RetryPolicy
+    progress: ProgressHook
+    sleep: Callable[[float], None]
+    verify_etag: bool
+    digest: _Digest | None = None
+    failures: list[str] = field(default_factory=list)
+    unreachable: bool = True
+
+    @property
+    def part(self) -> Path:
+        return self.dest / f"{self.remote.name}{PART_SUFFIX}"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.dest / f"{self.remote.name}{META_SUFFIX}"
+
+    def from_url(self, url: str) -> FetchedFile | None:
+        """Download from one mirror with retries: the verified file, or None to try the next."""
+        remote, part = self.remote, self.part
+        with_md5 = bool(remote.md5 is not None or (remote.etag_md5 and self.verify_etag))
+        consecutive = tries = 0
         while True:
             tries += 1
             try:
-                outcome = _attempt(url, remote, part, meta_path, client, progress, digest,
-                                   with_md5)
+                outcome = _attempt(url, remote, part, self.meta_path, self.client, self.progress,
+                                   self.digest, with_md5)
             except OSError as exc:
                 # Disk full, permissions, a vanished folder: retrying will not help; the
                 # partial file is kept for the next run.
                 raise DownloadError(f"{remote.name}: cannot write {part}: {exc}") from exc
             except _Refused as exc:
-                unreachable = False
-                failures.append(f"{url}: {exc}")
+                self.unreachable = False
+                self.failures.append(f"{url}: {exc}")
                 logger.warning("%s: %s from %s; trying the next source", remote.name, exc, url)
-                break
+                return None
             except _Restart as exc:
-                unreachable = False
-                digest = None
+                self.unreachable = False
+                self.digest = None
                 logger.info("%s", exc)
-                if tries < retry.attempts:
+                if tries < self.retry.attempts:
                     continue
-                failures.append(str(exc))
-                break
+                self.failures.append(str(exc))
+                return None
             except (httpx.TransportError, _Retryable) as exc:
                 is_connect = isinstance(exc, _CONNECT_ERRORS)
-                unreachable = unreachable and is_connect
-                failures.append(f"{url}: {type(exc).__name__}: {exc}")
-                limit = retry.connect_attempts if is_connect else retry.attempts
+                self.unreachable = self.unreachable and is_connect
+                self.failures.append(f"{url}: {type(exc).__name__}: {exc}")
+                limit = self.retry.connect_attempts if is_connect else self.retry.attempts
                 consecutive += 1
                 if tries >= limit:
-                    break
-                wait = retry.delay(consecutive)
+                    return None
+                wait = self.retry.delay(consecutive)
                 logger.warning("%s: %s (%s); retry %d/%d in %.0f s", remote.name,
                                type(exc).__name__, exc, tries, limit - 1, wait)
-                sleep(wait)
+                self.sleep(wait)
                 continue
-            size, sha256, md5 = _verify_or_discard(remote, url, part, meta_path, outcome,
-                                                   verify_etag)
-            final = dest / remote.name
-            os.replace(part, final)
-            _discard(meta_path)
-            logger.info("%s: %d bytes, sha256 %s", remote.name, size, sha256)
-            return FetchedFile(remote.name, final, url, size, sha256, md5)
-    if unreachable:
-        raise NetworkUnavailableError(remote.urls, reason=failures[-1] if failures else "")
-    kept = f" The partial file {part} is kept: run the command again to resume." \
-        if part.is_file() else ""
-    raise DownloadError(f"{remote.name}: download failed.{kept}\n  " + "\n  ".join(failures[-4:]))
+            return self._finish(url, outcome)
+
+    def _finish(self, url: str, outcome: _Outcome) -> FetchedFile:
+        size, sha256, md5 = _verify_or_discard(self.remote, url, self.part, self.meta_path,
+                                               outcome, self.verify_etag)
+        final = self.dest / self.remote.name
+        os.replace(self.part, final)
+        _discard(self.meta_path)
+        logger.info("%s: %d bytes, sha256 %s", self.remote.name, size, sha256)
+        return FetchedFile(self.remote.name, final, url, size, sha256, md5)
 
 
 def _verify_or_discard(remote: RemoteFile, url: str, part: Path, meta_path: Path,

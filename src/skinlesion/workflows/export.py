@@ -101,20 +101,10 @@ def export_run(
     pred = (predictor or Predictor.from_run(run_dir, runtime="keras")).with_runtime("keras")
     target = Path(out) if out is not None else default_out_dir(run_dir, fmt, quantize)
 
-    def find(source: str | os.PathLike[str] | None, n: int, splits: tuple[str, ...],
-             what: str, option: str) -> ImageSample:
-        return _sample(run_dir, source, n, splits, what, option, seed)
-
-    representative, calibration_source = None, None
-    if quantize == "int8":
-        step("loading calibration images")
-        cal = find(calibration_data, calibration_count, ("train",), "int8 calibration",
-                   "--calibration-data")
-        representative, _, _ = load_sample(pred, cal)
-        calibration_source = cal.source
-    check = None if skip_check else find(check_images, check_count, ("test", "val"),
-                                         "parity check", "--check-images")
-
+    representative, calibration_source, check = _samples(
+        pred, run_dir, quantize=quantize, calibration_data=calibration_data,
+        calibration_count=calibration_count, check_images=check_images, check_count=check_count,
+        skip_check=skip_check, seed=seed, step=step)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     # mkdtemp makes the folder private (0700); the export is renamed into place, so give it
@@ -128,16 +118,8 @@ def export_run(
                                   "output": OUTPUT_NAME, "calibration_source": calibration_source,
                                   # ties the record to this exact model (runtime auto-selection)
                                   "keras_sha256": _rt.model_digest(Path(run_dir) / MODEL_FILE)}
-        parity = None
-        if check is not None:
-            step(f"checking parity on {len(check.paths)} images")
-            images, labels, skipped = load_sample(pred, check)
-            parity = check_parity(pred, load_runtime(model_file), images, labels,
-                                  precision=quantize or "float32")
-            parity.update(check_source=check.source, skipped=skipped)
-            record.update(parity)
-        else:
-            record["checked"] = False
+        parity = _check(pred, model_file, check, quantize, step)
+        record.update(parity if parity is not None else {"checked": False})
         atomic_write_json(work / PARITY_FILE, record)
         _replace_dir(work, target)
     except BaseException:
@@ -155,6 +137,25 @@ def _check_options(fmt: str, quantize: str | None) -> None:
         raise ExportError(f"unknown quantisation {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
     if quantize is not None and fmt != "tflite":
         raise ExportError(f"--quantize applies to tflite only, not {fmt}")
+
+
+def _samples(pred: Predictor, run_dir: str | os.PathLike[str], *, quantize: str | None,
+             calibration_data: str | os.PathLike[str] | None, calibration_count: int,
+             check_images: str | os.PathLike[str] | None, check_count: int, skip_check: bool,
+             seed: int, step: Callable[[str], None],
+             ) -> tuple[np.ndarray | None, str | None, ImageSample | None]:
+    """The int8 calibration images (and their source), and the parity-check sample."""
+    representative, calibration_source = None, None
+    if quantize == "int8":
+        step("loading calibration images")
+        cal = _sample(run_dir, calibration_data, calibration_count, ("train",),
+                      "int8 calibration", "--calibration-data", seed)
+        representative, _, _ = load_sample(pred, cal)
+        calibration_source = cal.source
+    check = None if skip_check else _sample(run_dir, check_images, check_count,
+                                                  ("test", "val"), "parity check",
+                                                  "--check-images", seed)
+    return representative, calibration_source, check
 
 
 def _sample(run_dir: str | os.PathLike[str], source: str | os.PathLike[str] | None, n: int,
@@ -191,6 +192,19 @@ def _convert(pred: Predictor, fmt: str, quantize: str | None, work: Path,
     if scratch.exists():
         shutil.rmtree(scratch)
     return Path(model_file)
+
+
+def _check(pred: Predictor, model_file: Path, check: ImageSample | None, quantize: str | None,
+           step: Callable[[str], None]) -> dict[str, Any] | None:
+    """The parity record of the exported model against Keras on ``check`` (None: skipped)."""
+    if check is None:
+        return None
+    step(f"checking parity on {len(check.paths)} images")
+    images, labels, skipped = load_sample(pred, check)
+    parity = check_parity(pred, load_runtime(model_file), images, labels,
+                          precision=quantize or "float32")
+    parity.update(check_source=check.source, skipped=skipped)
+    return parity
 
 
 def _umask() -> int:
