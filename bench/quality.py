@@ -31,14 +31,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench._harness import (
-    cache_dir,
-    load_average,
-    now_iso,
-    prepared_isic_dev,
-    run_in_child,
-    self_peak_rss_mb,
-)
+from bench.harness.child import run_in_child
+from bench.harness.environment import cache_dir, load_average, now_iso, prepared_isic_dev
+from bench.harness.timing import self_peak_rss_mb
 
 log = logging.getLogger(__name__)
 

@@ -56,14 +56,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench._harness import (
-    cache_dir,
-    isic_dev_dir,
-    load_average,
-    now_iso,
-    run_in_child,
-    self_peak_rss_mb,
-)
+from bench.harness.child import run_in_child
+from bench.harness.environment import cache_dir, isic_dev_dir, load_average, now_iso
+from bench.harness.timing import self_peak_rss_mb
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ peak memory) and renders it with a generic renderer that understands::
     }
 
 Cells may be numbers (shown to 3 significant digits), strings, booleans, None (—), lists,
-or a timing from ``bench._harness.summarize_times`` / any dict with ``median``/``min``/``max``
+or a timing from ``bench.harness.timing.summarize_times`` / any dict with ``median``/``min``/``max``
 (or ``median_s``/``min_s``/``max_s``), shown as "median (min–max)". Column names ending in
 ``per_s``, ``_s``, ``_ms``, ``_mb`` get units in the heading (``img_per_s`` → "img/s").
 A result with neither ``tables`` nor ``rows`` still renders (:func:`auto_tables`): its
@@ -45,7 +45,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bench._harness import REPO, RESULTS_DIR, read_results
+from bench.harness.environment import REPO
+from bench.harness.results import RESULTS_DIR, read_results
 from skinlesion import INTENDED_USE
 from skinlesion.utils.atomic import atomic_write_text
 

@@ -26,16 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench._harness import (
+from bench.harness.child import run_in_child
+from bench.harness.environment import (
     cache_dir,
     isic_dev_dir,
     load_average,
     now_iso,
     prepared_isic_dev,
-    run_in_child,
-    summarize_times,
-    time_calls,
 )
+from bench.harness.timing import summarize_times, time_calls
 
 log = logging.getLogger(__name__)
 

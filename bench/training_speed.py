@@ -39,16 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from bench._harness import (
-    cache_dir,
-    load_average,
-    now_iso,
-    prepared_isic_dev,
-    ratio,
-    run_in_child,
-    self_peak_rss_mb,
-    summarize_times,
-)
+from bench.harness.child import run_in_child
+from bench.harness.environment import cache_dir, load_average, now_iso, prepared_isic_dev
+from bench.harness.timing import ratio, self_peak_rss_mb, summarize_times
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +378,7 @@ def measure_compute(backbone: str, size: int, matmul_n: int, matmul_repeats: int
 
 
 def _time_tf(fn: Any, repeats: int, items: int) -> dict[str, Any]:
-    from bench._harness import time_calls
+    from bench.harness.timing import time_calls
 
     return time_calls(lambda: np.asarray(fn()), repeats=repeats, warmup=1, items=items)
 

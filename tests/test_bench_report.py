@@ -14,8 +14,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import _harness as h
 from bench import report as r
+from bench.harness.environment import environment, load_average, now_iso
+from bench.harness.results import read_results, write_result
+from bench.harness.timing import self_peak_rss_mb, time_calls
 
 from skinlesion import INTENDED_USE
 
@@ -27,12 +29,12 @@ def _busy(n: int = 64) -> Any:
 
 def _record(name: str, result: Any, env: dict[str, Any], *, quick: bool = True,
             status: str = "ok", error: str | None = None) -> dict[str, Any]:
-    timing = h.time_calls(_busy(), repeats=3)
+    timing = time_calls(_busy(), repeats=3)
     return {"schema": 1, "name": name, "quick": quick, "mode": "quick" if quick else "full",
-            "created": h.now_iso(), "status": status, "error": error,
-            "wall_s": timing["median_s"], "peak_rss_mb": h.self_peak_rss_mb(),
-            "environment": env, "load_average": {"before": h.load_average(),
-                                                 "after": h.load_average()},
+            "created": now_iso(), "status": status, "error": error,
+            "wall_s": timing["median_s"], "peak_rss_mb": self_peak_rss_mb(),
+            "environment": env, "load_average": {"before": load_average(),
+                                                 "after": load_average()},
             "result": result}
 
 
@@ -54,7 +56,7 @@ def _quality(env: dict[str, Any]) -> dict[str, Any]:
 
     parts = {}
     for i, recipe in enumerate(RECIPE_ORDER):
-        train_time = h.time_calls(_busy(32), repeats=2)
+        train_time = time_calls(_busy(32), repeats=2)
         parts[recipe] = {
             "recipe": recipe, "label": LABELS[recipe], "quick": True,
             "backbone": "efficientnet_lite0", "input_size": 96,
@@ -65,7 +67,7 @@ def _quality(env: dict[str, Any]) -> dict[str, Any]:
                       "epochs_by_stage": {"head": 3}},
             "test": _test_metrics(i, 0.1 + 0.1 * i),
             "child": {"ok": True, "peak_rss_mb": 1500.0},
-            "run": {"quick": True, "created": h.now_iso(), "commit": env["commit"]},
+            "run": {"quick": True, "created": now_iso(), "commit": env["commit"]},
         }
     parts["finetune"]["test_tta"] = _test_metrics(9, 0.45)
     parts["finetune"]["tta"] = 8
@@ -79,17 +81,17 @@ def _training_speed() -> dict[str, Any]:
     from bench.training_speed import REGIMES, compare, matmul_gflops, measure_head
 
     meas: dict[str, Any] = {
-        "compute": {"matmul": matmul_gflops(128, 2), "forward": h.time_calls(_busy(), repeats=3,
+        "compute": {"matmul": matmul_gflops(128, 2), "forward": time_calls(_busy(), repeats=3,
                                                                               items=32),
                     "batch_size": 32, "forward_flops_per_image": 7.8e8,
                     "profiler_flops_per_image": 7.8e8, "analytic_flops_per_image": 7.7e8,
                     "train_flops_per_image": {k: 1.5e9 for k in REGIMES}},
         "head_cached": measure_head(n_images=300, feature_dim=16, epochs=2),
-        "input_pipeline": {"full": h.time_calls(_busy(), repeats=3, items=64),
-                           "decode_resize": h.time_calls(_busy(), repeats=3, items=64)},
+        "input_pipeline": {"full": time_calls(_busy(), repeats=3, items=64),
+                           "decode_resize": time_calls(_busy(), repeats=3, items=64)},
     }
     for k, n in zip(REGIMES, (96, 128, 160), strict=True):
-        meas[k] = {"epoch": h.time_calls(_busy(n), repeats=3, items=64), "batch_size": 32,
+        meas[k] = {"epoch": time_calls(_busy(n), repeats=3, items=64), "batch_size": 32,
                    "child": {"peak_rss_mb": 900.0}}
     return {"title": "Training speed", "quick": True, "measurements": meas,
             "comparison": compare(meas), "notes": ["Quick mode."]}
@@ -100,7 +102,7 @@ def _scaling() -> dict[str, Any]:
 
     rows, train_rows = [], []
     for n in (100, 200, 400):
-        t = h.time_calls(_busy(n // 2), repeats=2, items=n)
+        t = time_calls(_busy(n // 2), repeats=2, items=n)
         rows.append({"size": n, "images": n, "median_s": t["median_s"], "min_s": t["min_s"],
                      "max_s": t["max_s"], "repeats": 2, "img_per_s": t["per_s_median"],
                      "peak_rss_mb": 300.0, "error": None})
@@ -122,9 +124,9 @@ def _scaling() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
-    env = h.environment()
+    env = environment()
     out = tmp_path_factory.mktemp("results")
-    lat = h.time_calls(_busy(), repeats=4, items=32)
+    lat = time_calls(_busy(), repeats=4, items=32)
     records = {
         "quality": _record("quality", _quality(env), env),
         "training_speed": _record("training_speed", _training_speed(), env),
@@ -143,12 +145,12 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, A
         "weird_bench": _record("weird_bench", {"matrix": [[1, 2], [3, 4]], "what": "odd",
                                                "per_core": {"plain": lat, "ratio": 2.5}}, env),
         "broken": _record("broken", None, env, status="failed",
-                          error="bench._harness:call_bench: ZeroDivisionError: boom"),
+                          error="bench.harness.child:call_bench: ZeroDivisionError: boom"),
     }
     for name, rec in records.items():
-        h.write_result(out, name, rec)
+        write_result(out, name, rec)
     docs = r.write_report(out, out / "docs" / "BENCHMARKS.md")
-    return docs.read_text(encoding="utf-8"), h.read_results(out)
+    return docs.read_text(encoding="utf-8"), read_results(out)
 
 
 def test_document_structure(rendered: tuple[str, dict[str, Any]]) -> None:
