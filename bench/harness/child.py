@@ -129,65 +129,14 @@ def run_in_child(target: str, kwargs: dict[str, Any] | None = None, *,
     log_file.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "bench.harness.child", target, str(args_file), str(out_file)]
     start = time.perf_counter()
-    timed_out = threading.Event()
     with open(log_file, "wb") as log_fh:
         proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=str(REPO), env=child_env(pythonpath), start_new_session=True)
-
-        def kill() -> None:
-            timed_out.set()
-            # The child's own process group, plus every descendant (a nested child runs in
-            # its own session), collected before anything dies and is re-parented.
-            family = descendants(proc.pid)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            for pid in family:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-
-        timer = threading.Timer(timeout, kill) if timeout else None
-        if timer:
-            timer.daemon = True
-            timer.start()
-        polled: list[float] = []
-        done = threading.Event()
-
-        def poll() -> None:
-            # The last VmHWM seen before a crash is the best figure a dead child leaves.
-            while not done.wait(0.25):
-                value = peak_rss_mb(proc.pid)
-                if value is not None:
-                    polled.append(value)
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        try:
-            # wait4 (not Popen.wait): it also returns the resource usage (non-Linux fallback).
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            # Interrupted (Ctrl-C): the child runs in its own session, so end it here.
-            kill()
-            proc.wait()
-            raise
-        finally:
-            done.set()
-            if timer:
-                timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        watch = _Watch(proc, timeout)
+        usage = watch.wait()
     wall = time.perf_counter() - start
-    poller.join()
-    payload = _read_json(out_file)
-    peak = (payload or {}).get("peak_rss_mb") or (max(polled) if polled else None)
-    if peak is None:
-        peak = usage.ru_maxrss / 1024.0 if sys.platform != "darwin" else usage.ru_maxrss / 1024**2
-    result = ChildResult(target=target, ok=False, returncode=proc.returncode,
-                         timed_out=timed_out.is_set(), wall_s=wall, peak_rss_mb=peak,
-                         children_peak_rss_mb=(payload or {}).get("children_peak_rss_mb"),
-                         cpu_s=usage.ru_utime + usage.ru_stime, log=str(log_file))
-    if payload is not None and payload.get("ok") and proc.returncode == 0:
-        result.ok, result.value = True, payload.get("value")
-    else:
-        result.error = _child_error(result, payload, log_file)
+    watch.join()
+    result = _collect(target, proc.returncode, watch, usage, wall, _read_json(out_file), log_file)
     for p in (args_file, out_file):
         p.unlink(missing_ok=True)
     if result.ok and not keep_log:
@@ -196,6 +145,81 @@ def run_in_child(target: str, kwargs: dict[str, Any] | None = None, *,
         result.log = None
         with contextlib.suppress(OSError):
             work.rmdir()
+    return result
+
+
+class _Watch:
+    """A running child, watched: killed with its whole family on timeout, and its peak
+    memory (``VmHWM``) polled while it runs."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], timeout: float | None) -> None:
+        self.proc = proc
+        self.timed_out = threading.Event()
+        self.polled: list[float] = []
+        self._done = threading.Event()
+        self._timer = threading.Timer(timeout, self.kill) if timeout else None
+        self._poller = threading.Thread(target=self._poll, daemon=True)
+
+    def kill(self) -> None:
+        """Kill the child: on timeout (from the timer) or when the parent is interrupted."""
+        self.timed_out.set()
+        # The child's own process group, plus every descendant (a nested child runs in
+        # its own session), collected before anything dies and is re-parented.
+        family = descendants(self.proc.pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _poll(self) -> None:
+        # The last VmHWM seen before a crash is the best figure a dead child leaves.
+        while not self._done.wait(0.25):
+            value = peak_rss_mb(self.proc.pid)
+            if value is not None:
+                self.polled.append(value)
+
+    def wait(self) -> Any:
+        """Start the timer and the poller, reap the child (setting its ``returncode``) and
+        return its resource usage."""
+        if self._timer:
+            self._timer.daemon = True
+            self._timer.start()
+        self._poller.start()
+        try:
+            # wait4 (not Popen.wait): it also returns the resource usage (non-Linux fallback).
+            _, status, usage = os.wait4(self.proc.pid, 0)
+        except BaseException:
+            # Interrupted (Ctrl-C): the child runs in its own session, so end it here.
+            self.kill()
+            self.proc.wait()
+            raise
+        finally:
+            self._done.set()
+            if self._timer:
+                self._timer.cancel()
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        return usage
+
+    def join(self) -> None:
+        """Wait for the poller to stop (after :meth:`wait`)."""
+        self._poller.join()
+
+
+def _collect(target: str, returncode: int, watch: _Watch, usage: Any, wall: float,
+             payload: dict[str, Any] | None, log_file: Path) -> ChildResult:
+    """The :class:`ChildResult` of a finished child from what it wrote and what was seen."""
+    peak = (payload or {}).get("peak_rss_mb") or (max(watch.polled) if watch.polled else None)
+    if peak is None:
+        peak = usage.ru_maxrss / 1024.0 if sys.platform != "darwin" else usage.ru_maxrss / 1024**2
+    result = ChildResult(target=target, ok=False, returncode=returncode,
+                         timed_out=watch.timed_out.is_set(), wall_s=wall, peak_rss_mb=peak,
+                         children_peak_rss_mb=(payload or {}).get("children_peak_rss_mb"),
+                         cpu_s=usage.ru_utime + usage.ru_stime, log=str(log_file))
+    if payload is not None and payload.get("ok") and returncode == 0:
+        result.ok, result.value = True, payload.get("value")
+    else:
+        result.error = _child_error(result, payload, log_file)
     return result
 
 
