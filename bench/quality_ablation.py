@@ -434,7 +434,7 @@ def ensemble_and_evaluate(members: list[str], data_dir: str, run_dir: str,
 
 def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """The ablation table, the metadata shortcut table and per-source AUCs."""
-    from bench.report import bullets, ci, fmt, mb, pct, secs, short_source, table
+    from bench.markdown import bullets, ci, fmt, mb, pct, secs, short_source, table
 
     result = rec.get("result") or {}
     parts: dict[str, Any] = result.get("parts") or {}
@@ -562,7 +562,7 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
 
 def _remeasured(parts: dict[str, Any], order: list[str]) -> list[str]:
     """Rows measured again at a later commit: the earlier and the new figures side by side."""
-    from bench.report import pct, table
+    from bench.markdown import pct, table
 
     def num(x: Any) -> str:
         return "—" if not isinstance(x, int | float) else f"{x:.3f}"

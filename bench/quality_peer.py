@@ -643,7 +643,7 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _counts(d: Any) -> str:
-    from bench.report import fmt
+    from bench.markdown import fmt
 
     if not isinstance(d, dict) or not d:
         return "—"
@@ -659,7 +659,7 @@ def _cache_relative(text: str) -> str:
 
 def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """The peer table, the subset's counts and what could not be measured."""
-    from bench.report import bullets, ci, fmt, pct, table
+    from bench.markdown import bullets, ci, fmt, pct, table
 
     result = rec.get("result") or {}
     data = result.get("data") or {}

@@ -38,15 +38,29 @@ gets titles, column order and headline rows. ``quality``, ``training_speed`` and
 
 from __future__ import annotations
 
-import json
-import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.harness.environment import REPO
 from bench.harness.results import RESULTS_DIR, read_results
+from bench.markdown import (
+    Row,
+    bullets,
+    ci,
+    fmt,
+    json_block,
+    load_at_start,
+    mb,
+    mode_label,
+    num,
+    pct,
+    secs,
+    short_source,
+    table,
+    timing_parts,
+)
 from skinlesion import INTENDED_USE
 from skinlesion.utils.atomic import atomic_write_text
 
@@ -55,103 +69,6 @@ ORDER: tuple[str, ...] = ("quality", "quality_ablation", "quality_peer", "traini
                           "prepare_speed", "backbone_speed", "inference_speed", "tfrecord_speed",
                           "machine")
 """Section order; benches not listed follow alphabetically."""
-JSON_BLOCK_LIMIT = 6000
-
-Row = dict[str, Any]
-
-
-# === Formatting ==================================================================
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A cell: None → "—", floats to ``digits`` significant digits, timings as median (min–max)."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return _num(value, digits)
-    if isinstance(value, dict):
-        t = timing_parts(value)
-        if t is not None:
-            med, lo, hi = t
-            return f"{_num(med, digits)} ({_num(lo, digits)}–{_num(hi, digits)})"
-        return "`" + json.dumps(value, separators=(",", ":"), default=str)[:200] + "`"
-    if isinstance(value, list | tuple):
-        return ", ".join(fmt(v, digits) for v in value)
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _num(x: float | None, digits: int = 3) -> str:
-    if x is None or not math.isfinite(x):
-        return "—"
-    if x == 0:
-        return "0"
-    mag = math.floor(math.log10(abs(x)))
-    decimals = max(0, digits - 1 - mag)
-    if abs(x) >= 10 ** digits:
-        return f"{x:,.0f}"
-    return f"{x:,.{decimals}f}"
-
-
-def timing_parts(d: dict[str, Any]) -> tuple[float, float, float] | None:
-    """``(median, min, max)`` of a timing dict (``median_s``… or ``median``…), else None."""
-    for med, lo, hi in (("median_s", "min_s", "max_s"), ("median", "min", "max")):
-        if all(isinstance(d.get(k), int | float) for k in (med, lo, hi)):
-            return float(d[med]), float(d[lo]), float(d[hi])
-    return None
-
-
-def secs(x: float | None) -> str:
-    """Seconds for people: 0.0123 s, 4.56 s, 3 min 05 s, 1 h 02 min."""
-    if x is None or not math.isfinite(x):
-        return "—"
-    if x < 60:
-        return f"{_num(x)} s"
-    if x < 3600:
-        return f"{int(x // 60)} min {round(x % 60):02d} s"
-    return f"{int(x // 3600)} h {round(x % 3600 / 60):02d} min"
-
-
-def pct(x: float | None, digits: int = 1) -> str:
-    """A fraction as a percentage: 0.8523 → "85.2 %"."""
-    return "—" if x is None else f"{100 * x:.{digits}f} %"
-
-
-def ci(pair: Any, digits: int = 3) -> str:
-    """A ``[low, high]`` interval as "[0.81–0.88]" ('' when absent)."""
-    if isinstance(pair, list | tuple) and len(pair) == 2 and all(
-            isinstance(v, int | float) for v in pair):
-        return f" [{pair[0]:.{digits}f}–{pair[1]:.{digits}f}]"
-    return ""
-
-
-def mb(x: float | None) -> str:
-    """MiB, rounded."""
-    return "—" if x is None else f"{x:,.0f} MB"
-
-
-def table(columns: list[str], rows: Iterable[list[str]], align: list[str] | None = None) -> str:
-    """A Markdown table from header cells and rows of already formatted cells."""
-    align = align or ["---"] * len(columns)
-    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(c.replace("\n", " ") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def bullets(items: Iterable[str]) -> str:
-    """A Markdown bullet list."""
-    return "\n".join(f"- {s}" for s in items)
-
-
-def short_source(name: str) -> str:
-    """``origin@commit:ISIC2017-train`` → ``ISIC2017-train`` (the data set, for tables)."""
-    return name.rsplit(":", 1)[-1] if ":" in name else name
-
-
-def _mode(quick: Any) -> str:
-    return "quick" if quick else "full"
 
 
 # === The document ================================================================
@@ -228,7 +145,7 @@ def run_line(rec: dict[str, Any]) -> str:
     env = rec.get("environment") or {}
     commit = (env.get("commit") or "unknown")[:12]
     load = (rec.get("load_average") or {}).get("before")
-    bits = [f"mode: **{_mode(rec.get('quick'))}**", f"measured {rec.get('created', '?')}",
+    bits = [f"mode: **{mode_label(rec.get('quick'))}**", f"measured {rec.get('created', '?')}",
             f"commit `{commit}`", f"wall time {secs(rec.get('wall_s'))}"]
     if rec.get("peak_rss_mb") is not None:
         bits.append(f"peak memory of the bench process {mb(rec.get('peak_rss_mb'))}")
@@ -253,7 +170,7 @@ def render_headline(rows: list[Row]) -> str:
         value = r["value"] if isinstance(r.get("value"), str) else fmt(r.get("value"))
         unit = f" {r['unit']}" if r.get("unit") else ""
         body.append([fmt(r.get("metric")), value + unit, fmt(r.get("note") or ""),
-                     f"{r['bench']} ({_mode(r.get('quick'))})"])
+                     f"{r['bench']} ({mode_label(r.get('quick'))})"])
     return table(["Figure", "Value", "Note", "Bench (mode)"], body)
 
 
@@ -280,7 +197,7 @@ def render_machine(results: dict[str, dict[str, Any]], names: list[str]) -> str:
         mm = e.get("machine") or {}
         machines.add((mm.get("cpu_model"), mm.get("usable_cores")))
         load = r.get("load_average") or {}
-        per.append([n, _mode(r.get("quick")), fmt(r.get("status")), fmt(r.get("created")),
+        per.append([n, mode_label(r.get("quick")), fmt(r.get("status")), fmt(r.get("created")),
                     f"`{(e.get('commit') or '?')[:12]}`", secs(r.get("wall_s")),
                     secs(r.get("cpu_s")), mb(r.get("peak_rss_mb")), fmt(load.get("before")),
                     fmt(load.get("after"))])
@@ -299,14 +216,6 @@ def render_machine(results: dict[str, dict[str, Any]], names: list[str]) -> str:
             "(ratios taken in the same run are affected less). CPU time (user + system of the "
             "bench and every process it started) hardly depends on that load.")
     return out
-
-
-def json_block(obj: Any) -> str:
-    """``obj`` as a fenced JSON block, cut at :data:`JSON_BLOCK_LIMIT` characters."""
-    text = json.dumps(obj, indent=2, default=str, allow_nan=False)
-    if len(text) > JSON_BLOCK_LIMIT:
-        text = text[:JSON_BLOCK_LIMIT] + "\n… (cut; the whole result is in bench/results/)"
-    return "```json\n" + text + "\n```"
 
 
 # === Generic renderer ============================================================
@@ -440,7 +349,7 @@ def render_quality(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
             label = p.get("label", recipe) + (f" + TTA {p.get('tta')}" if variant else "")
             rows.append((recipe, variant, label, p, test))
     body = []
-    modes = {_mode(p.get("quick")) for p in parts.values()}
+    modes = {mode_label(p.get("quick")) for p in parts.values()}
     commits = {((p.get("run") or {}).get("commit") or "")[:12] for p in parts.values()}
     if "quick" in modes:
         body.append("**Quick mode: small subsets, small images and about one epoch. These "
@@ -458,9 +367,9 @@ def render_quality(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
             continue
         cells.append([
             label, f"{fmt(p.get('backbone'))} ({fmt(p.get('input_size'))} px)",
-            f"{_num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
-            _num(test.get("pauc_tpr80")),
-            _num(test.get("threshold")),
+            f"{num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
+            num(test.get("pauc_tpr80")),
+            num(test.get("threshold")),
             f"{pct(test.get('sensitivity'))}{_ci_pct(test.get('sensitivity_ci95'))}",
             f"{pct(test.get('specificity'))}{_ci_pct(test.get('specificity_ci95'))}",
             pct(test.get("specificity_at_sensitivity_95")),
@@ -469,10 +378,10 @@ def render_quality(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
         ])
         if test.get("roc_auc") is not None:
             heads.append({"metric": f"Test ROC AUC — {label}",
-                          "value": f"{_num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
+                          "value": f"{num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
                           "note": f"sens {pct(test.get('sensitivity'))} / spec "
                                   f"{pct(test.get('specificity'))} at threshold "
-                                  f"{_num(test.get('threshold'))}"})
+                                  f"{num(test.get('threshold'))}"})
         per_source.append((label, {s.get("source"): s for s in test.get("per_source") or []}))
     body.append(table(
         ["Recipe", "Backbone", "Test ROC AUC [95 % CI]", "pAUC TPR ≥ 80 % (max 0.2)",
@@ -528,7 +437,7 @@ def _per_source_table(per_source: list[tuple[str, dict[str, Any]]]) -> str:
         row = [short_source(str(s)), counts[s]]
         for _, groups in per_source:
             g = groups.get(s) or {}
-            row.append(_num(g.get("roc_auc")) + (" †" if g.get("too_small") else ""))
+            row.append(num(g.get("roc_auc")) + (" †" if g.get("too_small") else ""))
         rows.append(row)
     return table(["Source", "n (malignant)", *[label for label, _ in per_source]], rows)
 
@@ -549,7 +458,7 @@ def _recipe_lines(order: list[str], parts: dict[str, Any]) -> str:
             f"{fmt(c.get('batch_size'))}, imbalance {fmt(c.get('imbalance'))}, monitor "
             f"{fmt(c.get('monitor'))}; ran {stages or '—'}; stage timings "
             f"{_timings(t.get('timings'))}; load average at start "
-            f"{_load({'load_average': (p.get('load_average') or {}).get('before')})}.")
+            f"{load_at_start({'load_average': (p.get('load_average') or {}).get('before')})}.")
     return bullets(lines)
 
 
@@ -573,22 +482,22 @@ def render_training_speed(name: str, rec: dict[str, Any]) -> tuple[str, list[Row
     ref = comp.get("reference_images", 2000)
     body.append(
         f"**Frozen-cached vs frozen-recomputed, per epoch over {fmt(ref)} images: "
-        f"{_num(ratio_v)}×** (head epoch {secs(comp.get('head_epoch_s'))} vs recomputed "
-        f"{secs(comp.get('recomputed_epoch_s'))}; target ≥ {_num(comp.get('ratio_target'))}×: "
+        f"{num(ratio_v)}×** (head epoch {secs(comp.get('head_epoch_s'))} vs recomputed "
+        f"{secs(comp.get('recomputed_epoch_s'))}; target ≥ {num(comp.get('ratio_target'))}×: "
         f"{_met(comp.get('ratio_target_met'))}; head epoch under "
-        f"{_num(comp.get('head_epoch_target_s'))} s: {_met(comp.get('head_epoch_target_met'))}).")
+        f"{num(comp.get('head_epoch_target_s'))} s: {_met(comp.get('head_epoch_target_met'))}).")
     rows = []
     for r in comp.get("regimes") or []:
         groups = r.get("unfreeze_groups")
         unfrozen = ("" if groups in (None, 0) else
                     " — all layer groups" if groups == -1 else f" — top {groups} layer groups")
         rows.append([fmt(r.get("label")) + unfrozen,
-                     f"{_num(r.get('img_per_s'))} ({_num(r.get('img_per_s_worst'))}–"
-                     f"{_num(r.get('img_per_s_best'))})",
+                     f"{num(r.get('img_per_s'))} ({num(r.get('img_per_s_worst'))}–"
+                     f"{num(r.get('img_per_s_best'))})",
                      secs(r.get("epoch_2000_s")), fmt(r.get("batch_size")), fmt(r.get("repeats")),
-                     _num(r.get("gflop_per_image")), _num(r.get("achieved_gflops")),
+                     num(r.get("gflop_per_image")), num(r.get("achieved_gflops")),
                      pct(r.get("fraction_of_peak")), mb(r.get("peak_rss_mb"))
-                     + (" (failed)" if r.get("error") else ""), _load(r)])
+                     + (" (failed)" if r.get("error") else ""), load_at_start(r)])
     body.append(table(["Regime", "img/s median (min–max)", f"Epoch over {fmt(ref)} images",
                        "Batch", "Timed epochs", "GFLOP / image (train, est.)",
                        "Achieved GFLOP/s", "Fraction of machine peak", "Peak memory",
@@ -601,8 +510,8 @@ def render_training_speed(name: str, rec: dict[str, Any]) -> tuple[str, list[Row
             _rate_timing(pipe.get("full")))],
          ["tf.data decode + resize only", fmt(_rate_timing(pipe.get("decode_resize")))],
          ["model training step (ours, fine-tuning stage of the default recipe)",
-          _num(iv.get("model_step_img_per_s"))]])
-        + f"\n\nInput / model = {_num(iv.get('input_over_model'))}× "
+          num(iv.get("model_step_img_per_s"))]])
+        + f"\n\nInput / model = {num(iv.get('input_over_model'))}× "
           "(above 1: the input pipeline keeps up with training on this CPU; both share the "
           "same cores, so in training they compete).")
     mm = compute.get("matmul") or {}
@@ -610,12 +519,12 @@ def render_training_speed(name: str, rec: dict[str, Any]) -> tuple[str, list[Row
     body.append("**Compute: model FLOPs and the machine's limit**\n\n" + table(
         ["Quantity", "Value"],
         [[f"float32 matmul {fmt(mm.get('n'))}×{fmt(mm.get('n'))} (TensorFlow), best / median",
-          f"{_num(mm.get('gflops_best'))} / {_num(mm.get('gflops_median'))} GFLOP/s"],
+          f"{num(mm.get('gflops_best'))} / {num(mm.get('gflops_median'))} GFLOP/s"],
          ["Forward FLOPs per image (profiler)", _gflop(compute.get("profiler_flops_per_image"))],
          ["Forward FLOPs per image (analytic, conv + dense)",
           _gflop(compute.get("analytic_flops_per_image"))],
          [f"Inference forward, batch {fmt(fwd.get('batch_size'))}",
-          f"{_num(fwd.get('img_per_s'))} img/s = {_num(fwd.get('achieved_gflops'))} GFLOP/s = "
+          f"{num(fwd.get('img_per_s'))} img/s = {num(fwd.get('achieved_gflops'))} GFLOP/s = "
           f"{pct(fwd.get('fraction_of_peak'))} of the matmul peak"]]))
     if compute.get("profiler_note"):
         body.append(f"FLOP counter: {compute['profiler_note']}.")
@@ -629,7 +538,7 @@ def render_training_speed(name: str, rec: dict[str, Any]) -> tuple[str, list[Row
     if ratio_v is not None:
         heads.append({"metric": f"Head epoch over {fmt(ref)} images: cached features vs "
                                 "recomputed backbone (T1's way)",
-                      "value": f"{_num(ratio_v)}× faster",
+                      "value": f"{num(ratio_v)}× faster",
                       "note": f"{secs(comp.get('head_epoch_s'))} vs "
                               f"{secs(comp.get('recomputed_epoch_s'))}"})
     for r in comp.get("regimes") or []:
@@ -643,7 +552,7 @@ def render_training_speed(name: str, rec: dict[str, Any]) -> tuple[str, list[Row
         heads.append({"metric": "Inference forward pass (Keras, default backbone)",
                       "value": fwd["img_per_s"], "unit": "img/s",
                       "note": f"{pct(fwd.get('fraction_of_peak'))} of the float32 matmul peak "
-                              f"({_num(mm.get('gflops_best'))} GFLOP/s)"})
+                              f"({num(mm.get('gflops_best'))} GFLOP/s)"})
     return "\n\n".join(body), heads
 
 
@@ -661,7 +570,7 @@ def _rate_timing(t: Any) -> dict[str, float] | None:
 
 
 def _gflop(x: float | None) -> str:
-    return "—" if x is None else f"{_num(x / 1e9)} GFLOP"
+    return "—" if x is None else f"{num(x / 1e9)} GFLOP"
 
 
 # === Scaling =====================================================================
@@ -674,9 +583,9 @@ def render_scaling(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     prep = parts.get("prepare")
     if prep:
         rows = [[fmt(r.get("images") or r.get("size")),
-                 f"{_num(r.get('median_s'))} ({_num(r.get('min_s'))}–{_num(r.get('max_s'))})",
-                 _num(r.get("img_per_s")), fmt(r.get("repeats")), mb(r.get("peak_rss_mb"))
-                 + (" (failed)" if r.get("error") else ""), _load(r)]
+                 f"{num(r.get('median_s'))} ({num(r.get('min_s'))}–{num(r.get('max_s'))})",
+                 num(r.get("img_per_s")), fmt(r.get("repeats")), mb(r.get("peak_rss_mb"))
+                 + (" (failed)" if r.get("error") else ""), load_at_start(r)]
                 for r in prep.get("rows") or []]
         body.append("**Prepare time vs dataset size**\n\n" + table(
             ["Images", "Seconds median (min–max)", "img/s", "Repeats", "Peak memory",
@@ -685,8 +594,8 @@ def render_scaling(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     train = parts.get("train")
     if train:
         rows = [[fmt(r.get("size")), secs(r.get("wall_s")), secs(r.get("feature_pass_s")),
-                 secs(r.get("head_fit_s")), _num(r.get("img_per_s")), fmt(r.get("repeats")),
-                 mb(r.get("peak_rss_mb")) + (" (failed)" if r.get("error") else ""), _load(r)]
+                 secs(r.get("head_fit_s")), num(r.get("img_per_s")), fmt(r.get("repeats")),
+                 mb(r.get("peak_rss_mb")) + (" (failed)" if r.get("error") else ""), load_at_start(r)]
                 for r in train.get("rows") or []]
         body.append(f"**Training time vs training-set size** (recipe "
                     f"`{fmt(train.get('recipe'))}` with {fmt(train.get('overrides'))})\n\n"
@@ -697,8 +606,8 @@ def render_scaling(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     inf = parts.get("inference")
     if inf:
         rows = [[fmt(r.get("batch_size")),
-                 f"{_num(r.get('img_per_s'))} ({_num(r.get('img_per_s_worst'))}–"
-                 f"{_num(r.get('img_per_s_best'))})", _num(r.get("batch_latency_ms")),
+                 f"{num(r.get('img_per_s'))} ({num(r.get('img_per_s_worst'))}–"
+                 f"{num(r.get('img_per_s_best'))})", num(r.get("batch_latency_ms")),
                  fmt(r.get("images")), fmt(r.get("repeats"))] for r in inf.get("rows") or []]
         body.append(f"**Inference vs batch size** ({fmt(inf.get('backbone'))}, "
                     f"{fmt(inf.get('input_size'))} px, `Predictor.predict_arrays`, peak memory "
@@ -712,7 +621,7 @@ def render_scaling(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
             heads.append({"metric": "Inference throughput, best batch size (Keras Predictor)",
                           "value": inf["best_img_per_s"], "unit": "img/s",
                           "note": f"batch {fmt(inf.get('best_batch_size'))}"
-                                  + (f"; batch 1 latency {_num(one.get('batch_latency_ms'))} ms"
+                                  + (f"; batch 1 latency {num(one.get('batch_latency_ms'))} ms"
                                      if one else "")})
     if result.get("notes"):
         body.append(bullets(fmt(n) for n in result["notes"]))
@@ -728,11 +637,6 @@ def _fit_line(fit: Any) -> str:
                 "effect of size).")
     return (f"\n\nLinear fit over {fit.get('points')} sizes: {secs(fit.get('fixed_s'))} fixed + "
             f"{secs(fit.get('per_1000_images_s'))} per 1,000 images.")
-
-
-def _load(r: dict[str, Any]) -> str:
-    load = r.get("load_average")
-    return f"{load[0]:.1f}" if isinstance(load, list) and load else "—"
 
 
 def render_quality_ablation(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:

@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import markdown as mk
 from bench import report as r
 from bench.harness.environment import environment, load_average, now_iso
 from bench.harness.results import read_results, write_result
@@ -169,11 +170,11 @@ def test_quality_figures_come_from_the_json(rendered: tuple[str, dict[str, Any]]
     md, results = rendered
     ft = results["quality"]["result"]["parts"]["finetune"]
     auc, (lo, hi) = ft["test"]["roc_auc"], ft["test"]["roc_auc_ci95"]
-    cell = f"{r._num(auc)} [{lo:.3f}–{hi:.3f}]"
+    cell = f"{mk.num(auc)} [{lo:.3f}–{hi:.3f}]"
     headline = md[md.index("## Headline"):md.index("## Machine")]
     assert f"| Test ROC AUC — {ft['label']} | {cell} |" in headline
-    assert f"{r._num(ft['test_tta']['roc_auc'])}" in md and "+ TTA 8" in md
-    assert r.pct(ft["test"]["specificity_at_sensitivity_95"]) in md
+    assert f"{mk.num(ft['test_tta']['roc_auc'])}" in md and "+ TTA 8" in md
+    assert mk.pct(ft["test"]["specificity_at_sensitivity_95"]) in md
     assert "| HAM10000 |" in md and "| ISIC2017-train |" in md  # per-source table
     assert "they say nothing about which recipe is better" in md
 
@@ -182,10 +183,10 @@ def test_speed_and_scaling_figures(rendered: tuple[str, dict[str, Any]]) -> None
     md, results = rendered
     comp = results["training_speed"]["result"]["comparison"]
     assert comp["cached_vs_recomputed"] is not None
-    assert f"{r._num(comp['cached_vs_recomputed'])}×" in md
-    assert f"{r._num(comp['peak_gflops'])} /" in md  # matmul peak, best / median
+    assert f"{mk.num(comp['cached_vs_recomputed'])}×" in md
+    assert f"{mk.num(comp['peak_gflops'])} /" in md  # matmul peak, best / median
     fit = results["scaling"]["result"]["parts"]["train"]["fit"]
-    assert f"{r.secs(fit['per_1000_images_s'])} per 1,000 images" in md
+    assert f"{mk.secs(fit['per_1000_images_s'])} per 1,000 images" in md
     assert "| 32 | 56.6 (50.9–62.2) |" in md  # inference vs batch: median (min–max)
 
 
@@ -193,7 +194,7 @@ def test_generic_unknown_and_failed_results(rendered: tuple[str, dict[str, Any]]
     md, results = rendered
     lat = results["inference_speed"]["result"]["tables"][0]["rows"][0]["latency"]
     assert "**By runtime**" in md and "| runtime | latency | img/s |" in md
-    assert f"| keras | {r._num(lat['median_s'])} ({r._num(lat['min_s'])}–" in md
+    assert f"| keras | {mk.num(lat['median_s'])} ({mk.num(lat['min_s'])}–" in md
     assert "| Keras batch-32 throughput |" in md  # another bench's headline entry
     assert "**results**" in md and "| efficientnet_lite0 |" in md  # records → auto table
     assert "| lite0 vs b0 | 1.70 |" in md  # a mapping of scalars → quantity | value
@@ -205,13 +206,13 @@ def test_generic_unknown_and_failed_results(rendered: tuple[str, dict[str, Any]]
 
 
 def test_formatting_helpers() -> None:
-    assert r.fmt(None) == "—" and r.fmt(True) == "yes" and r.fmt(12345) == "12,345"
-    assert r.fmt(0.012345) == "0.0123" and r.fmt(123.456) == "123" and r.fmt(4567.8) == "4,568"
-    assert r.fmt({"median_s": 2.0, "min_s": 1.5, "max_s": 3.25}) == "2.00 (1.50–3.25)"
-    assert r.fmt("a|b") == "a\\|b"
-    assert r.secs(4.5) == "4.50 s" and r.secs(75) == "1 min 15 s" and r.secs(3720) == "1 h 02 min"
-    assert r.ci([0.8, 0.9]) == " [0.800–0.900]" and r.ci(None) == ""
-    assert r.short_source("org/repo@abc:ISIC2018-test") == "ISIC2018-test"
+    assert mk.fmt(None) == "—" and mk.fmt(True) == "yes" and mk.fmt(12345) == "12,345"
+    assert mk.fmt(0.012345) == "0.0123" and mk.fmt(123.456) == "123" and mk.fmt(4567.8) == "4,568"
+    assert mk.fmt({"median_s": 2.0, "min_s": 1.5, "max_s": 3.25}) == "2.00 (1.50–3.25)"
+    assert mk.fmt("a|b") == "a\\|b"
+    assert mk.secs(4.5) == "4.50 s" and mk.secs(75) == "1 min 15 s" and mk.secs(3720) == "1 h 02 min"
+    assert mk.ci([0.8, 0.9]) == " [0.800–0.900]" and mk.ci(None) == ""
+    assert mk.short_source("org/repo@abc:ISIC2018-test") == "ISIC2018-test"
 
 
 def test_empty_results_render_a_placeholder(tmp_path: Path) -> None:
