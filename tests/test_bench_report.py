@@ -205,6 +205,17 @@ def test_generic_unknown_and_failed_results(rendered: tuple[str, dict[str, Any]]
     assert "This bench failed" in broken and "ZeroDivisionError: boom" in broken
 
 
+def test_each_bench_renders_its_own_section() -> None:
+    import importlib
+
+    for name in ("quality", "quality_ablation", "quality_peer", "training_speed", "scaling"):
+        module = importlib.import_module(f"bench.{name}")
+        assert r.renderer_for(name) is module.render_report, name
+    # No renderer of its own, no bench module, or not a module name: the generic renderer.
+    for name in ("machine", "inference_speed", "weird_bench", "report", "a.b", "../x", "__main__"):
+        assert r.renderer_for(name) is r.render_generic, name
+
+
 def test_formatting_helpers() -> None:
     assert mk.fmt(None) == "—" and mk.fmt(True) == "yes" and mk.fmt(12345) == "12,345"
     assert mk.fmt(0.012345) == "0.0123" and mk.fmt(123.456) == "123" and mk.fmt(4567.8) == "4,568"
