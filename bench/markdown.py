@@ -51,6 +51,12 @@ def num(x: float | None, digits: int = 3) -> str:
     return f"{x:,.{decimals}f}"
 
 
+def fixed(x: Any, decimals: int = 3) -> str:
+    """A figure to a fixed number of decimals, as AUCs are shown: 0.8341 → "0.834" ("—" when
+    not a number)."""
+    return "—" if not isinstance(x, int | float) else f"{x:.{decimals}f}"
+
+
 def timing_parts(d: dict[str, Any]) -> tuple[float, float, float] | None:
     """``(median, min, max)`` of a timing dict (``median_s``… or ``median``…), else None."""
     for med, lo, hi in (("median_s", "min_s", "max_s"), ("median", "min", "max")):

@@ -470,7 +470,7 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     comp = result.get("comparison") or {}
     meas = result.get("measurements") or {}
     compute = meas.get("compute") or {}
-    body, heads = [], []
+    body = []
     ratio_v = comp.get("cached_vs_recomputed")
     ref = comp.get("reference_images", 2000)
     body.append(
@@ -479,22 +479,7 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
         f"{secs(comp.get('recomputed_epoch_s'))}; target ≥ {num(comp.get('ratio_target'))}×: "
         f"{_met(comp.get('ratio_target_met'))}; head epoch under "
         f"{num(comp.get('head_epoch_target_s'))} s: {_met(comp.get('head_epoch_target_met'))}).")
-    rows = []
-    for r in comp.get("regimes") or []:
-        groups = r.get("unfreeze_groups")
-        unfrozen = ("" if groups in (None, 0) else
-                    " — all layer groups" if groups == -1 else f" — top {groups} layer groups")
-        rows.append([fmt(r.get("label")) + unfrozen,
-                     f"{num(r.get('img_per_s'))} ({num(r.get('img_per_s_worst'))}–"
-                     f"{num(r.get('img_per_s_best'))})",
-                     secs(r.get("epoch_2000_s")), fmt(r.get("batch_size")), fmt(r.get("repeats")),
-                     num(r.get("gflop_per_image")), num(r.get("achieved_gflops")),
-                     pct(r.get("fraction_of_peak")), mb(r.get("peak_rss_mb"))
-                     + (" (failed)" if r.get("error") else ""), load_at_start(r)])
-    body.append(table(["Regime", "img/s median (min–max)", f"Epoch over {fmt(ref)} images",
-                       "Batch", "Timed epochs", "GFLOP / image (train, est.)",
-                       "Achieved GFLOP/s", "Fraction of machine peak", "Peak memory",
-                       "Load avg at start"], rows))
+    body.append(_regimes_table(comp.get("regimes") or [], ref))
     iv = comp.get("input_vs_model") or {}
     pipe = meas.get("input_pipeline") or {}
     body.append("**Input pipeline vs model step**\n\n" + table(
@@ -528,6 +513,32 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     if errors:
         body.append("**Failed measurements:**\n\n```text\n" + "\n\n".join(errors)[:4000]
                     + "\n```")
+    return "\n\n".join(body), _headline(comp, mm, fwd)
+
+
+def _regimes_table(regimes: list[dict[str, Any]], ref: Any) -> str:
+    rows = []
+    for r in regimes:
+        groups = r.get("unfreeze_groups")
+        unfrozen = ("" if groups in (None, 0) else
+                    " — all layer groups" if groups == -1 else f" — top {groups} layer groups")
+        rows.append([fmt(r.get("label")) + unfrozen,
+                     f"{num(r.get('img_per_s'))} ({num(r.get('img_per_s_worst'))}–"
+                     f"{num(r.get('img_per_s_best'))})",
+                     secs(r.get("epoch_2000_s")), fmt(r.get("batch_size")), fmt(r.get("repeats")),
+                     num(r.get("gflop_per_image")), num(r.get("achieved_gflops")),
+                     pct(r.get("fraction_of_peak")), mb(r.get("peak_rss_mb"))
+                     + (" (failed)" if r.get("error") else ""), load_at_start(r)])
+    return table(["Regime", "img/s median (min–max)", f"Epoch over {fmt(ref)} images",
+                  "Batch", "Timed epochs", "GFLOP / image (train, est.)",
+                  "Achieved GFLOP/s", "Fraction of machine peak", "Peak memory",
+                  "Load avg at start"], rows)
+
+
+def _headline(comp: dict[str, Any], mm: dict[str, Any], fwd: dict[str, Any]) -> list[Row]:
+    """Headline rows: the cached-features speed-up, fine-tuning and inference throughput."""
+    heads: list[Row] = []
+    ratio_v, ref = comp.get("cached_vs_recomputed"), comp.get("reference_images", 2000)
     if ratio_v is not None:
         heads.append({"metric": f"Head epoch over {fmt(ref)} images: cached features vs "
                                 "recomputed backbone (T1's way)",
@@ -546,7 +557,7 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
                       "value": fwd["img_per_s"], "unit": "img/s",
                       "note": f"{pct(fwd.get('fraction_of_peak'))} of the float32 matmul peak "
                               f"({num(mm.get('gflops_best'))} GFLOP/s)"})
-    return "\n\n".join(body), heads
+    return heads
 
 
 def _met(v: Any) -> str:
