@@ -117,7 +117,6 @@ def mode_label(quick: Any) -> str:
     return "quick" if quick else "full"
 
 
-
 def json_block(obj: Any) -> str:
     """``obj`` as a fenced JSON block, cut at :data:`JSON_BLOCK_LIMIT` characters."""
     text = json.dumps(obj, indent=2, default=str, allow_nan=False)
@@ -126,9 +125,7 @@ def json_block(obj: Any) -> str:
     return "```json\n" + text + "\n```"
 
 
-
 def load_at_start(r: dict[str, Any]) -> str:
     """The 1-minute load average a measurement started under ("—" when not recorded)."""
     load = r.get("load_average")
     return f"{load[0]:.1f}" if isinstance(load, list) and load else "—"
-

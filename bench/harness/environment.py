@@ -145,4 +145,3 @@ def environment() -> dict[str, Any]:
 def now_iso() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
-

@@ -101,4 +101,3 @@ def self_peak_rss_mb() -> float:
         return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024.0 if sys.platform != "darwin" else peak / 1024.0**2
-
