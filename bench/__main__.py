@@ -26,18 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._harness import (
-    REPO,
-    RESULTS_DIR,
-    cache_dir,
-    environment,
-    load_average,
-    merge_parts,
-    now_iso,
-    read_results,
-    run_in_child,
-    write_result,
-)
+from bench.harness.child import run_in_child
+from bench.harness.environment import REPO, cache_dir, environment, load_average, now_iso
+from bench.harness.results import RESULTS_DIR, merge_parts, read_results, write_result
 from bench.report import DOCS_PATH, ORDER, write_report
 
 log = logging.getLogger("bench")
@@ -94,7 +85,7 @@ def run_bench(name: str, *, quick: bool, parts: list[str] | None, timeout: float
     """Run one bench in a child process and build its record (not yet written)."""
     created = now_iso()
     before = load_average()
-    child = run_in_child("bench._harness:call_bench",
+    child = run_in_child("bench.harness.child:call_bench",
                          {"module": name, "quick": quick, "parts": parts},
                          timeout=timeout, log_path=cache_dir() / "logs" / f"{name}.log")
     record: dict[str, Any] = {

@@ -24,7 +24,9 @@ import sys
 import time
 from typing import Any
 
-from bench._harness import environment, load_average, now_iso, ratio, run_in_child, time_calls
+from bench.harness.child import run_in_child
+from bench.harness.environment import environment, load_average, now_iso
+from bench.harness.timing import ratio, time_calls
 
 QUICK_BACKBONES = ("efficientnet_lite0", "efficientnet_b0", "mobilenet_v3_small", "inception_v3")
 BASELINE = "efficientnet_b0"

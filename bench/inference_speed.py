@@ -44,17 +44,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench._harness import (
+from bench.harness.child import run_in_child
+from bench.harness.environment import (
     cache_dir,
     environment,
     isic_dev_dir,
     load_average,
     now_iso,
     prepared_isic_dev,
-    ratio,
-    run_in_child,
-    time_calls,
 )
+from bench.harness.timing import ratio, time_calls
 
 BACKBONE = "efficientnet_lite0"
 RUNTIMES = ("keras", "tflite", "onnx", "tflite-int8")
@@ -125,7 +124,7 @@ def interleaved(fns: dict[Any, Any], *, repeats: int, warmup: int,
     Returns:
         ``{key: summarize_times(...)}``.
     """
-    from bench._harness import summarize_times
+    from bench.harness.timing import summarize_times
 
     for fn in fns.values():
         for _ in range(warmup):

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from bench._harness import machine_info, time_calls
+from bench.harness.environment import machine_info
+from bench.harness.timing import time_calls
 
 
 def run(quick: bool = True) -> dict[str, Any]:

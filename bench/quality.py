@@ -31,13 +31,22 @@ from typing import Any
 
 import pandas as pd
 
-from bench._harness import (
-    cache_dir,
-    load_average,
-    now_iso,
-    prepared_isic_dev,
-    run_in_child,
-    self_peak_rss_mb,
+from bench.harness.child import run_in_child
+from bench.harness.environment import cache_dir, load_average, now_iso, prepared_isic_dev
+from bench.harness.timing import self_peak_rss_mb
+from bench.markdown import (
+    Row,
+    bullets,
+    ci,
+    fmt,
+    load_at_start,
+    mb,
+    mode_label,
+    num,
+    pct,
+    secs,
+    short_source,
+    table,
 )
 
 log = logging.getLogger(__name__)
@@ -331,6 +340,141 @@ def summarize_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         "bootstrap_replicates": (metrics.get("bootstrap") or {}).get("replicates"),
         "tta": metrics.get("tta", 1),
     }
+
+
+# === Rendering (docs/BENCHMARKS.md) ===================================================
+
+def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
+    """The recipe comparison table, per-source AUCs and notes."""
+    result = rec.get("result") or {}
+    parts: dict[str, Any] = result.get("parts") or {}
+    order = [r for r in result.get("recipe_order") or [] if r in parts]
+    order += [r for r in parts if r not in order]
+    rows, heads, per_source = [], [], []
+    for recipe in order:
+        p = parts[recipe]
+        for variant, test in _variants(p):
+            label = p.get("label", recipe) + (f" + TTA {p.get('tta')}" if variant else "")
+            rows.append((recipe, variant, label, p, test))
+    body = []
+    modes = {mode_label(p.get("quick")) for p in parts.values()}
+    commits = {((p.get("run") or {}).get("commit") or "")[:12] for p in parts.values()}
+    if "quick" in modes:
+        body.append("**Quick mode: small subsets, small images and about one epoch. These "
+                    "numbers show that every recipe runs end to end; they say nothing about "
+                    "which recipe is better.**")
+    if len(modes) > 1 or len(commits - {""}) > 1:
+        body.append(f"**Warning:** the recipes below were measured in different runs (modes "
+                    f"{sorted(modes)}, commits {sorted(commits - {''})}).")
+    cells = []
+    for _recipe, variant, label, p, test in rows:
+        train = p.get("train") or {}
+        if p.get("error") and not test:
+            cells.append([label, "failed", *(["—"] * 8), mb((p.get("child") or {}).get(
+                "peak_rss_mb"))])
+            continue
+        cells.append([
+            label, f"{fmt(p.get('backbone'))} ({fmt(p.get('input_size'))} px)",
+            f"{num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
+            num(test.get("pauc_tpr80")),
+            num(test.get("threshold")),
+            f"{pct(test.get('sensitivity'))}{_ci_pct(test.get('sensitivity_ci95'))}",
+            f"{pct(test.get('specificity'))}{_ci_pct(test.get('specificity_ci95'))}",
+            pct(test.get("specificity_at_sensitivity_95")),
+            "″" if variant else secs(train.get("wall_s")),
+            "″" if variant else mb(train.get("peak_rss_mb") or train.get("peak_memory_mb")),
+        ])
+        if test.get("roc_auc") is not None:
+            heads.append({"metric": f"Test ROC AUC — {label}",
+                          "value": f"{num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
+                          "note": f"sens {pct(test.get('sensitivity'))} / spec "
+                                  f"{pct(test.get('specificity'))} at threshold "
+                                  f"{num(test.get('threshold'))}"})
+        per_source.append((label, {s.get("source"): s for s in test.get("per_source") or []}))
+    body.append(table(
+        ["Recipe", "Backbone", "Test ROC AUC [95 % CI]", "pAUC TPR ≥ 80 % (max 0.2)",
+         "Threshold", "Sensitivity [CI]", "Specificity [CI]", "Spec. at 95 % sens.",
+         "Training wall time", "Training peak memory"], cells))
+    data = result.get("data") or {}
+    n_test = next((t.get("n") for _, _, _, _, t in rows if t.get("n")), None)
+    npos = next((t.get("n_positive") for _, _, _, _, t in rows if t.get("n_positive")), None)
+    body.append(f"Test split: {fmt(n_test)} images ({fmt(npos)} malignant); prepared splits "
+                f"{fmt(data.get('splits'))} (seed 1). ″ = same training run as the row above. "
+                "CIs: stratified percentile bootstrap "
+                f"({fmt(next((t.get('bootstrap_replicates') for *_, t in rows), None))} "
+                "replicates). pAUC is the raw area above 80 % TPR (ISIC 2024 metric; random "
+                "0.02, perfect 0.2).")
+    body.append("**Per-source test ROC AUC** (n = images, malignant in brackets; † = fewer than "
+                "10 of a class, says little):\n\n" + _per_source_table(per_source))
+    body.append("**What each recipe ran** (from its resolved config):\n\n" + _recipe_lines(
+        order, parts))
+    if result.get("notes"):
+        body.append(bullets(fmt(n) for n in result["notes"]))
+    failed = [f"{r}: {parts[r].get('error')}" for r in order if parts[r].get("error")]
+    if failed:
+        body.append("**Failed recipes:**\n\n```text\n" + "\n\n".join(failed)[:4000] + "\n```")
+    return "\n\n".join(body), heads
+
+
+def _variants(p: dict[str, Any]) -> list[tuple[bool, dict[str, Any]]]:
+    out = [(False, p.get("test") or {})]
+    if p.get("test_tta"):
+        out.append((True, p["test_tta"]))
+    return out
+
+
+def _ci_pct(pair: Any) -> str:
+    if isinstance(pair, list | tuple) and len(pair) == 2 and all(
+            isinstance(v, int | float) for v in pair):
+        return f" [{100 * pair[0]:.0f}–{100 * pair[1]:.0f}]"
+    return ""
+
+
+def _per_source_table(per_source: list[tuple[str, dict[str, Any]]]) -> str:
+    sources: list[str] = []
+    counts: dict[str, str] = {}
+    for _, groups in per_source:
+        for s, g in groups.items():
+            if s not in sources:
+                sources.append(s)
+                counts[s] = f"{fmt(g.get('n'))} ({fmt(g.get('n_positive'))})"
+    if not sources:
+        return "_(no per-source results)_"
+    rows = []
+    for s in sources:
+        row = [short_source(str(s)), counts[s]]
+        for _, groups in per_source:
+            g = groups.get(s) or {}
+            row.append(num(g.get("roc_auc")) + (" †" if g.get("too_small") else ""))
+        rows.append(row)
+    return table(["Source", "n (malignant)", *[label for label, _ in per_source]], rows)
+
+
+def _recipe_lines(order: list[str], parts: dict[str, Any]) -> str:
+    lines = []
+    for r in order:
+        p = parts[r]
+        c = p.get("config") or {}
+        t = p.get("train") or {}
+        stages = ", ".join(f"{k} {v} epoch{'s' if v != 1 else ''}"
+                           for k, v in (t.get("epochs_by_stage") or {}).items())
+        lines.append(
+            f"{p.get('label', r)} (`{r}`): {fmt(c.get('backbone'))} "
+            f"{fmt(c.get('input_size') or p.get('input_size'))} px, "
+            f"mode {fmt(c.get('mode'))}, unfrozen groups {fmt(c.get('unfreeze_groups'))}, "
+            f"optimizer {fmt(c.get('optimizer'))}, batch "
+            f"{fmt(c.get('batch_size'))}, imbalance {fmt(c.get('imbalance'))}, monitor "
+            f"{fmt(c.get('monitor'))}; ran {stages or '—'}; stage timings "
+            f"{_timings(t.get('timings'))}; load average at start "
+            f"{load_at_start({'load_average': (p.get('load_average') or {}).get('before')})}.")
+    return bullets(lines)
+
+
+def _timings(t: Any) -> str:
+    if not isinstance(t, dict) or not t:
+        return "—"
+    return ", ".join(f"{k.removesuffix('_s')} {secs(v)}" for k, v in t.items()
+                     if isinstance(v, int | float))
 
 
 if __name__ == "__main__":

@@ -37,14 +37,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench._harness import (
-    cache_dir,
-    isic_dev_dir,
-    load_average,
-    now_iso,
-    run_in_child,
-    self_peak_rss_mb,
-)
+from bench.harness.child import run_in_child
+from bench.harness.environment import cache_dir, isic_dev_dir, load_average, now_iso
+from bench.harness.timing import self_peak_rss_mb
+from bench.markdown import Row, bullets, ci, fixed, fmt, mb, pct, secs, short_source, table
 from bench.quality import summarize_metrics
 
 log = logging.getLogger(__name__)
@@ -437,18 +433,12 @@ def ensemble_and_evaluate(members: list[str], data_dir: str, run_dir: str,
 
 # === Rendering (docs/BENCHMARKS.md) ====================================================
 
-def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     """The ablation table, the metadata shortcut table and per-source AUCs."""
-    from bench.report import bullets, ci, fmt, mb, pct, secs, short_source, table
-
     result = rec.get("result") or {}
     parts: dict[str, Any] = result.get("parts") or {}
     order = [r for r in result.get("row_order") or [] if r in parts]
     order += [r for r in parts if r not in order]
-
-    def num(x: Any) -> str:
-        return "—" if not isinstance(x, int | float) else f"{x:.3f}"
-
     body: list[str] = []
     commits = sorted({((p.get("run") or {}).get("commit") or "")[:12] for p in parts.values()}
                      - {""})
@@ -457,103 +447,19 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
         body.append("**Quick mode rows are present: they check the machinery only.**")
     body.append(f"Rows measured at commit(s) {', '.join(f'`{c}`' for c in commits) or '—'} "
                 f"in {len(created)} bench part(s) ({', '.join(created)} UTC).")
-    cells, heads, per_source = [], [], []
-    cv_rows = []
-    for r in order:
-        p = parts[r]
-        train = p.get("train") or {}
-        if p.get("cv") or r in CV_ROWS:
-            cv = p.get("cv") or {}
-            folds = cv.get("per_fold") or []
-            done = cv.get("folds_done", len(folds))
-            cv_rows.append([p.get("label", r),
-                            fmt(cv.get("folds")) if done == cv.get("folds")
-                            else f"{done} of {fmt(cv.get('folds'))} (partial)",
-                            f"{num(cv.get('mean_auc'))} ± {num(cv.get('sd_auc'))}"
-                            if cv else f"failed: {str(p.get('error'))[:80]}",
-                            ", ".join(num(f.get("roc_auc")) for f in folds) or "—",
-                            secs(train.get("wall_s")), mb(train.get("peak_rss_mb"))])
-            continue
-        test, tta = p.get("test") or {}, p.get("test_tta") or {}
-        if p.get("error") and not test:
-            cells.append([p.get("label", r), "failed", *(["—"] * 9)])
-            continue
-        val = (train.get("val_metrics") or {}).get("roc_auc")
-        comp = (test.get("roc_auc_complete_metadata") or {}).get("roc_auc")
-        cells.append([
-            f"{p.get('label', r)} (`{r}`)",
-            f"{fmt(p.get('backbone'))} {fmt(p.get('input_size'))}",
-            num(val),
-            f"{num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
-            num(tta.get("roc_auc")),
-            num(comp),
-            num(test.get("pauc_tpr80")),
-            f"{pct(test.get('specificity_at_sensitivity_90'))} / "
-            f"{pct(test.get('specificity_at_sensitivity_95'))}",
-            f"{pct(test.get('sensitivity'))} / {pct(test.get('specificity'))}",
-            pct(test.get("balanced_accuracy")),
-            secs(train.get("wall_s")), mb(train.get("peak_rss_mb")),
-        ])
-        per_source.append((r, {s.get("source"): s for s in test.get("per_source") or []}))
-        if test.get("roc_auc") is not None:
-            heads.append({"metric": f"Ablation test AUC — {p.get('label', r)}",
-                          "value": f"{num(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
-                          "note": f"spec at 90 % sens {pct(test.get('specificity_at_sensitivity_90'))}"})
+    cv_rows = [_cv_cells(r, parts[r]) for r in order if parts[r].get("cv") or r in CV_ROWS]
+    cells, heads, per_source = _ablation_rows(
+        [r for r in order if not (parts[r].get("cv") or r in CV_ROWS)], parts)
     body.append(table(
         ["Row", "Backbone px", "Val AUC", "Test AUC [95 % CI]", "+ TTA 8", "Test AUC, complete "
          "metadata", "pAUC TPR ≥ 80 %", "Spec. at 90 / 95 % sens. (test)",
          "Sens. / spec. at val threshold", "Balanced multi-class acc.", "Training wall time",
          "Peak memory"], cells))
     if cv_rows:
-        body.append("**Cross-validation** (grouped, stratified folds over the training and "
-                    "validation images; each fold's AUC on its held-out images; mean ± sd):"
-                    "\n\n" + table(["Configuration", "Folds", "AUC mean ± sd",
-                                     "Per-fold AUC", "Wall time (all folds)", "Peak memory"],
-                                    cv_rows))
-        fold_notes: list[str] = []
-        for r in order:
-            cv = parts[r].get("cv") or {}
-            folds = cv.get("per_fold") or []
-            if folds and all(f.get("created") for f in folds):
-                when = ", ".join(f"{str(f.get('created', ''))[11:16]}" for f in folds)
-                commits = sorted({str(f.get("commit") or "")[:12] for f in folds} - {""})
-                fold_notes.append(f"- `{r}`: folds finished at {when} UTC "
-                            f"({str(folds[0].get('created', ''))[:10]}), commit(s) "
-                            f"{', '.join(f'`{c}`' for c in commits) or '—'}; folds trained by "
-                            "an earlier bench part are read back from their run folders.")
-        if fold_notes:
-            body.append("\n".join(fold_notes))
+        body.extend(_cv_section(cv_rows, order, parts))
     body.extend(_remeasured(parts, order))
-    meta_rows = []
-    for r in order:
-        md = ((parts[r].get("test") or {}).get("metadata") or {})
-        for g in md.get("rows") or []:
-            if g.get("group") == "all":
-                meta_rows.append([f"`{r}`", fmt(g.get("n_complete")), num(g.get("fused")),
-                                  num(g.get("fused_complete")), num(g.get("withheld")),
-                                  num(g.get("withheld_complete")), num(g.get("metadata_only"))])
-    if meta_rows:
-        body.append("**Metadata: signal or shortcut** (test split; complete = age, sex and site "
-                    "all known; withheld = the same model given no metadata; metadata only = "
-                    "logistic regression on the encoded metadata, fitted on the training "
-                    "split):\n\n" + table(["Row", "Complete images", "Fused, all",
-                                            "Fused, complete", "Withheld, all",
-                                            "Withheld, complete", "Metadata only"], meta_rows))
-    sources: list[str] = []
-    counts: dict[str, str] = {}
-    for _, groups in per_source:
-        for src, g in groups.items():
-            if src not in sources:
-                sources.append(src)
-                counts[src] = f"{fmt(g.get('n'))} ({fmt(g.get('n_positive'))})"
-    if sources:
-        rows = [[short_source(str(src)), counts[src],
-                 *[num((groups.get(src) or {}).get("roc_auc"))
-                   + (" †" if (groups.get(src) or {}).get("too_small") else "")
-                   for _, groups in per_source]] for src in sources]
-        body.append("**Per-source test ROC AUC** († = fewer than 10 of a class):\n\n"
-                    + table(["Source", "n (malignant)", *[f"`{r}`" for r, _ in per_source]],
-                            rows))
+    body.extend(_metadata_section(order, parts))
+    body.extend(_per_source_section(per_source))
     data = result.get("data") or {}
     body.append(f"Data: {fmt(data.get('source'))}; splits {fmt(data.get('splits'))}; lesions "
                 f"across splits: {fmt(data.get('lesions_across_splits'))}.")
@@ -565,18 +471,129 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
     return "\n\n".join(body), heads
 
 
+def _ablation_rows(rows: list[str], parts: dict[str, Any]
+                   ) -> tuple[list[list[str]], list[Row], list[tuple[str, dict[str, Any]]]]:
+    """The main table's cells, the headline rows and per-source AUCs of the non-CV rows."""
+    cells: list[list[str]] = []
+    heads: list[Row] = []
+    per_source: list[tuple[str, dict[str, Any]]] = []
+    for r in rows:
+        p = parts[r]
+        train = p.get("train") or {}
+        test, tta = p.get("test") or {}, p.get("test_tta") or {}
+        if p.get("error") and not test:
+            cells.append([p.get("label", r), "failed", *(["—"] * 9)])
+            continue
+        val = (train.get("val_metrics") or {}).get("roc_auc")
+        comp = (test.get("roc_auc_complete_metadata") or {}).get("roc_auc")
+        cells.append([
+            f"{p.get('label', r)} (`{r}`)",
+            f"{fmt(p.get('backbone'))} {fmt(p.get('input_size'))}",
+            fixed(val),
+            f"{fixed(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
+            fixed(tta.get("roc_auc")),
+            fixed(comp),
+            fixed(test.get("pauc_tpr80")),
+            f"{pct(test.get('specificity_at_sensitivity_90'))} / "
+            f"{pct(test.get('specificity_at_sensitivity_95'))}",
+            f"{pct(test.get('sensitivity'))} / {pct(test.get('specificity'))}",
+            pct(test.get("balanced_accuracy")),
+            secs(train.get("wall_s")), mb(train.get("peak_rss_mb")),
+        ])
+        per_source.append((r, {s.get("source"): s for s in test.get("per_source") or []}))
+        if test.get("roc_auc") is not None:
+            heads.append({"metric": f"Ablation test AUC — {p.get('label', r)}",
+                          "value": f"{fixed(test.get('roc_auc'))}{ci(test.get('roc_auc_ci95'))}",
+                          "note": f"spec at 90 % sens {pct(test.get('specificity_at_sensitivity_90'))}"})
+    return cells, heads, per_source
+
+
+def _cv_cells(r: str, p: dict[str, Any]) -> list[str]:
+    """One cross-validation row: folds done, AUC mean ± sd, per-fold AUCs, time, memory."""
+    train = p.get("train") or {}
+    cv = p.get("cv") or {}
+    folds = cv.get("per_fold") or []
+    done = cv.get("folds_done", len(folds))
+    return [p.get("label", r),
+            fmt(cv.get("folds")) if done == cv.get("folds")
+            else f"{done} of {fmt(cv.get('folds'))} (partial)",
+            f"{fixed(cv.get('mean_auc'))} ± {fixed(cv.get('sd_auc'))}"
+            if cv else f"failed: {str(p.get('error'))[:80]}",
+            ", ".join(fixed(f.get("roc_auc")) for f in folds) or "—",
+            secs(train.get("wall_s")), mb(train.get("peak_rss_mb"))]
+
+
+def _cv_section(cv_rows: list[list[str]], order: list[str], parts: dict[str, Any]) -> list[str]:
+    """The cross-validation table and when (and at which commits) each row's folds ran."""
+    out = ["**Cross-validation** (grouped, stratified folds over the training and "
+           "validation images; each fold's AUC on its held-out images; mean ± sd):"
+           "\n\n" + table(["Configuration", "Folds", "AUC mean ± sd",
+                            "Per-fold AUC", "Wall time (all folds)", "Peak memory"],
+                           cv_rows)]
+    fold_notes: list[str] = []
+    for r in order:
+        cv = parts[r].get("cv") or {}
+        folds = cv.get("per_fold") or []
+        if folds and all(f.get("created") for f in folds):
+            when = ", ".join(f"{str(f.get('created', ''))[11:16]}" for f in folds)
+            commits = sorted({str(f.get("commit") or "")[:12] for f in folds} - {""})
+            fold_notes.append(f"- `{r}`: folds finished at {when} UTC "
+                              f"({str(folds[0].get('created', ''))[:10]}), commit(s) "
+                              f"{', '.join(f'`{c}`' for c in commits) or '—'}; folds trained by "
+                              "an earlier bench part are read back from their run folders.")
+    if fold_notes:
+        out.append("\n".join(fold_notes))
+    return out
+
+
+def _metadata_section(order: list[str], parts: dict[str, Any]) -> list[str]:
+    """The metadata shortcut table (fused / complete / withheld / metadata only), if any."""
+    meta_rows = []
+    for r in order:
+        md = ((parts[r].get("test") or {}).get("metadata") or {})
+        for g in md.get("rows") or []:
+            if g.get("group") == "all":
+                meta_rows.append([f"`{r}`", fmt(g.get("n_complete")), fixed(g.get("fused")),
+                                  fixed(g.get("fused_complete")), fixed(g.get("withheld")),
+                                  fixed(g.get("withheld_complete")),
+                                  fixed(g.get("metadata_only"))])
+    if not meta_rows:
+        return []
+    return ["**Metadata: signal or shortcut** (test split; complete = age, sex and site "
+            "all known; withheld = the same model given no metadata; metadata only = "
+            "logistic regression on the encoded metadata, fitted on the training "
+            "split):\n\n" + table(["Row", "Complete images", "Fused, all",
+                                    "Fused, complete", "Withheld, all",
+                                    "Withheld, complete", "Metadata only"], meta_rows)]
+
+
+def _per_source_section(per_source: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Test ROC AUC per image source, one column per row ('†' marks too few of a class)."""
+    sources: list[str] = []
+    counts: dict[str, str] = {}
+    for _, groups in per_source:
+        for src, g in groups.items():
+            if src not in sources:
+                sources.append(src)
+                counts[src] = f"{fmt(g.get('n'))} ({fmt(g.get('n_positive'))})"
+    if not sources:
+        return []
+    rows = [[short_source(str(src)), counts[src],
+             *[fixed((groups.get(src) or {}).get("roc_auc"))
+               + (" †" if (groups.get(src) or {}).get("too_small") else "")
+               for _, groups in per_source]] for src in sources]
+    return ["**Per-source test ROC AUC** († = fewer than 10 of a class):\n\n"
+            + table(["Source", "n (malignant)", *[f"`{r}`" for r, _ in per_source]], rows)]
+
+
 def _remeasured(parts: dict[str, Any], order: list[str]) -> list[str]:
     """Rows measured again at a later commit: the earlier and the new figures side by side."""
-    from bench.report import pct, table
-
-    def num(x: Any) -> str:
-        return "—" if not isinstance(x, int | float) else f"{x:.3f}"
 
     def figures(p: dict[str, Any]) -> list[str]:
         test = p.get("test") or {}
         val = ((p.get("train") or {}).get("val_metrics") or {}).get("roc_auc")
-        return [f"`{str((p.get('run') or {}).get('commit') or '')[:12]}`", num(val),
-                num(test.get("roc_auc")), num(test.get("threshold")),
+        return [f"`{str((p.get('run') or {}).get('commit') or '')[:12]}`", fixed(val),
+                fixed(test.get("roc_auc")), fixed(test.get("threshold")),
                 pct(test.get("specificity_at_sensitivity_90")),
                 f"{pct(test.get('sensitivity'))} / {pct(test.get('specificity'))}"]
 

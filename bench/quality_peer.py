@@ -56,14 +56,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench._harness import (
-    cache_dir,
-    isic_dev_dir,
-    load_average,
-    now_iso,
-    run_in_child,
-    self_peak_rss_mb,
-)
+from bench.harness.child import run_in_child
+from bench.harness.environment import cache_dir, isic_dev_dir, load_average, now_iso
+from bench.harness.timing import self_peak_rss_mb
+from bench.markdown import Row, bullets, ci, fixed, fmt, pct, table
 
 log = logging.getLogger(__name__)
 
@@ -650,8 +646,6 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _counts(d: Any) -> str:
-    from bench.report import fmt
-
     if not isinstance(d, dict) or not d:
         return "—"
     return ", ".join(f"{fmt(k)} {fmt(v)}" for k, v in d.items())
@@ -664,17 +658,11 @@ def _cache_relative(text: str) -> str:
     return re.sub(r"\S*?/(quality_ablation/)", r"<bench cache>/\1", text)
 
 
-def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     """The peer table, the subset's counts and what could not be measured."""
-    from bench.report import bullets, ci, fmt, pct, table
-
     result = rec.get("result") or {}
     data = result.get("data") or {}
     sub = data.get("subset") or {}
-
-    def num(x: Any) -> str:
-        return "—" if not isinstance(x, int | float) else f"{x:.3f}"
-
     body: list[str] = []
     if result.get("quick"):
         body.append("**Quick mode: checks the machinery only.**")
@@ -692,8 +680,33 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
         + ", ".join(f"{k} {fmt(v.get('n'))}/{fmt(v.get('n_malignant'))}"
                     for k, v in (sub.get("by_source") or {}).items())
         + " — n/malignant per source).")
-    cells, heads, missing = [], [], []
-    rows = table_rows(result)
+    cells, heads, missing = _peer_table(table_rows(result))
+    if cells:
+        body.append(table(["Model", "Input", "Val AUC (whole val split)", "Test AUC [95 % CI]",
+                           "Spec. at 90 % sens. (read off test)",
+                           "AUC, complete metadata (n)", "n (malignant)"], cells))
+    else:
+        body.append("_No row could be measured._")
+    body.extend(_paired_section(paired_comparisons(result)))
+    if missing:
+        body.append("**Not measured:**\n\n" + bullets(missing))
+    body.extend(_peer_details((result.get("parts") or {}).get("peer") or {}))
+    folders = sorted({_cache_relative(str(Path(p["run_dir"]).parent)) for p in (result.get("parts") or {}).values()
+                      if isinstance(p, dict) and p.get("run_dir") and p.get("status") == "ok"})
+    if folders:
+        body.append("Our runs read from "
+                    + ", ".join(f"`{f}`" for f in folders) + ".")
+    if result.get("notes"):
+        body.append(bullets(fmt(n) for n in result["notes"]))
+    return "\n\n".join(body), heads
+
+
+def _peer_table(rows: list[dict[str, Any]]) -> tuple[list[list[str]], list[Row], list[str]]:
+    """The table's cells, the headline rows (the peer's two rows and our row with the best
+    *validation* AUC) and a line for every row that could not be measured."""
+    cells: list[list[str]] = []
+    heads: list[Row] = []
+    missing: list[str] = []
     ours = [r for r in rows if r["part"] != "peer" and isinstance(r.get("val_auc"), int | float)]
     best = max(ours, key=lambda r: r["val_auc"])["part"] if ours else None
     for r in rows:
@@ -703,66 +716,59 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[dict[str, A
         t = r["test"]
         comp = t.get("roc_auc_complete_metadata") or {}
         cells.append([
-            r["model"], r["input"], num(r.get("val_auc")),
-            f"{num(t.get('roc_auc'))}{ci(t.get('roc_auc_ci95'))}",
+            r["model"], r["input"], fixed(r.get("val_auc")),
+            f"{fixed(t.get('roc_auc'))}{ci(t.get('roc_auc_ci95'))}",
             pct(t.get("specificity_at_sensitivity_90")),
-            f"{num(comp.get('roc_auc'))} (n {fmt(comp.get('n'))})",
+            f"{fixed(comp.get('roc_auc'))} (n {fmt(comp.get('n'))})",
             f"{fmt(t.get('n'))} ({fmt(t.get('n_positive'))})",
         ])
-        # Headline: the peer's two rows and our row with the best *validation* AUC.
         if t.get("roc_auc") is not None and r.get("headline") and r["part"] in ("peer", best):
             heads.append({"metric": f"Non-HAM10000 test AUC — {r['model']}, {r['input']}"
                           + (" (our best on validation AUC)" if r["part"] == best else ""),
-                          "value": f"{num(t.get('roc_auc'))}{ci(t.get('roc_auc_ci95'))}",
+                          "value": f"{fixed(t.get('roc_auc'))}{ci(t.get('roc_auc_ci95'))}",
                           "note": f"n {fmt(t.get('n'))}; spec at 90 % sens "
                                   f"{pct(t.get('specificity_at_sensitivity_90'))}"})
-    if cells:
-        body.append(table(["Model", "Input", "Val AUC (whole val split)", "Test AUC [95 % CI]",
-                           "Spec. at 90 % sens. (read off test)",
-                           "AUC, complete metadata (n)", "n (malignant)"], cells))
-    else:
-        body.append("_No row could be measured._")
-    pairs = paired_comparisons(result)
-    if pairs:
-        body.append(
-            "**Ours − peer on the same images** (paired DeLong test; image only against image "
-            "only, with metadata against with metadata):\n\n" + table(
-                ["Ours", "Input (ours)", "Peer input", "n", "AUC ours − peer [95 % CI]", "p"],
-                [[f"`{c['part']}`", c["ours"], c["peer"], fmt(c["n"]),
-                  (f"{c['difference']:+.3f}{ci(c.get('ci'))}" if "difference" in c
-                   else fmt(c.get("error"))),
-                  (f"{c['p_value']:.3g}" if isinstance(c.get("p_value"), float) else "—")]
-                 for c in pairs]))
-    if missing:
-        body.append("**Not measured:**\n\n" + bullets(missing))
-    peer = (result.get("parts") or {}).get("peer") or {}
-    if peer.get("peer"):
-        p = peer["peer"]
-        given = peer.get("metadata_given") or {}
-        body.append(
-            f"Peer: `model.keras` saved with Keras {fmt((p.get('saved_with') or {}).get('keras_version'))}"
-            f", loaded with Keras {fmt(p.get('keras_here'))} (`compile=False`)"
-            f"{'; load error: ' + fmt(p.get('load_error')) if p.get('load_error') else ''}; "
-            f"classes {fmt(peer.get('classes'))}, malignant = {fmt(peer.get('malignant_classes'))}; "
-            f"image files: {_counts(peer.get('image_files'))}; metadata given for age "
-            f"{fmt(given.get('age'))}, sex {fmt(given.get('sex'))}, site {fmt(given.get('site'))} "
-            f"images; sites as given: {_counts(given.get('site_mapping'))}.")
-        sanity = peer.get("sanity_ham10000") or {}
-        if sanity:
-            body.append(
-                f"Preprocessing check (not a quality figure): on the {fmt(sanity.get('n'))} "
-                f"HAM10000 images left out above ({fmt(sanity.get('n_positive'))} malignant), "
-                f"very likely among its own training images, the peer reaches AUC "
-                f"{num(sanity.get('roc_auc'))} from the image alone — its preprocessing is "
-                f"reproduced.")
-    folders = sorted({_cache_relative(str(Path(p["run_dir"]).parent)) for p in (result.get("parts") or {}).values()
-                      if isinstance(p, dict) and p.get("run_dir") and p.get("status") == "ok"})
-    if folders:
-        body.append("Our runs read from "
-                    + ", ".join(f"`{f}`" for f in folders) + ".")
-    if result.get("notes"):
-        body.append(bullets(fmt(n) for n in result["notes"]))
-    return "\n\n".join(body), heads
+    return cells, heads, missing
+
+
+def _paired_section(pairs: list[dict[str, Any]]) -> list[str]:
+    """Ours − peer on the same images (paired DeLong), if any pair was compared."""
+    if not pairs:
+        return []
+    return [
+        "**Ours − peer on the same images** (paired DeLong test; image only against image "
+        "only, with metadata against with metadata):\n\n" + table(
+            ["Ours", "Input (ours)", "Peer input", "n", "AUC ours − peer [95 % CI]", "p"],
+            [[f"`{c['part']}`", c["ours"], c["peer"], fmt(c["n"]),
+              (f"{c['difference']:+.3f}{ci(c.get('ci'))}" if "difference" in c
+               else fmt(c.get("error"))),
+              (f"{c['p_value']:.3g}" if isinstance(c.get("p_value"), float) else "—")]
+             for c in pairs])]
+
+
+def _peer_details(peer: dict[str, Any]) -> list[str]:
+    """How the peer was loaded and fed, and its preprocessing check on HAM10000 images."""
+    if not peer.get("peer"):
+        return []
+    p = peer["peer"]
+    given = peer.get("metadata_given") or {}
+    out = [
+        f"Peer: `model.keras` saved with Keras {fmt((p.get('saved_with') or {}).get('keras_version'))}"
+        f", loaded with Keras {fmt(p.get('keras_here'))} (`compile=False`)"
+        f"{'; load error: ' + fmt(p.get('load_error')) if p.get('load_error') else ''}; "
+        f"classes {fmt(peer.get('classes'))}, malignant = {fmt(peer.get('malignant_classes'))}; "
+        f"image files: {_counts(peer.get('image_files'))}; metadata given for age "
+        f"{fmt(given.get('age'))}, sex {fmt(given.get('sex'))}, site {fmt(given.get('site'))} "
+        f"images; sites as given: {_counts(given.get('site_mapping'))}."]
+    sanity = peer.get("sanity_ham10000") or {}
+    if sanity:
+        out.append(
+            f"Preprocessing check (not a quality figure): on the {fmt(sanity.get('n'))} "
+            f"HAM10000 images left out above ({fmt(sanity.get('n_positive'))} malignant), "
+            f"very likely among its own training images, the peer reaches AUC "
+            f"{fixed(sanity.get('roc_auc'))} from the image alone — its preprocessing is "
+            f"reproduced.")
+    return out
 
 
 if __name__ == "__main__":

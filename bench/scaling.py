@@ -26,16 +26,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench._harness import (
+from bench.harness.child import run_in_child
+from bench.harness.environment import (
     cache_dir,
     isic_dev_dir,
     load_average,
     now_iso,
     prepared_isic_dev,
-    run_in_child,
-    summarize_times,
-    time_calls,
 )
+from bench.harness.timing import summarize_times, time_calls
+from bench.markdown import Row, bullets, fmt, load_at_start, mb, num, secs, table
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,72 @@ def scale_inference(root: Path, batch_sizes: tuple[int, ...], n_images: int, rep
             "peak_rss_mb": res.peak_rss_mb, "error": res.error, "load_average": load,
             "best_batch_size": best["batch_size"] if best else None,
             "best_img_per_s": best["img_per_s"] if best else None}
+
+
+# === Rendering (docs/BENCHMARKS.md) ===================================================
+
+def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
+    """Prepare and training time vs size, inference vs batch size."""
+    result = rec.get("result") or {}
+    parts = result.get("parts") or {}
+    body, heads = [], []
+    prep = parts.get("prepare")
+    if prep:
+        rows = [[fmt(r.get("images") or r.get("size")),
+                 f"{num(r.get('median_s'))} ({num(r.get('min_s'))}–{num(r.get('max_s'))})",
+                 num(r.get("img_per_s")), fmt(r.get("repeats")), mb(r.get("peak_rss_mb"))
+                 + (" (failed)" if r.get("error") else ""), load_at_start(r)]
+                for r in prep.get("rows") or []]
+        body.append("**Prepare time vs dataset size**\n\n" + table(
+            ["Images", "Seconds median (min–max)", "img/s", "Repeats", "Peak memory",
+             "Load avg at start"], rows)
+            + _fit_line(prep.get("fit")))
+    train = parts.get("train")
+    if train:
+        rows = [[fmt(r.get("size")), secs(r.get("wall_s")), secs(r.get("feature_pass_s")),
+                 secs(r.get("head_fit_s")), num(r.get("img_per_s")), fmt(r.get("repeats")),
+                 mb(r.get("peak_rss_mb")) + (" (failed)" if r.get("error") else ""), load_at_start(r)]
+                for r in train.get("rows") or []]
+        body.append(f"**Training time vs training-set size** (recipe "
+                    f"`{fmt(train.get('recipe'))}` with {fmt(train.get('overrides'))})\n\n"
+                    + table(["Training images", "Wall time", "Feature pass", "Head fit",
+                             "Training images / s", "Repeats", "Peak memory",
+                             "Load avg at start"], rows)
+                    + _fit_line(train.get("fit")))
+    inf = parts.get("inference")
+    if inf:
+        rows = [[fmt(r.get("batch_size")),
+                 f"{num(r.get('img_per_s'))} ({num(r.get('img_per_s_worst'))}–"
+                 f"{num(r.get('img_per_s_best'))})", num(r.get("batch_latency_ms")),
+                 fmt(r.get("images")), fmt(r.get("repeats"))] for r in inf.get("rows") or []]
+        body.append(f"**Inference vs batch size** ({fmt(inf.get('backbone'))}, "
+                    f"{fmt(inf.get('input_size'))} px, `Predictor.predict_arrays`, peak memory "
+                    f"{mb(inf.get('peak_rss_mb'))})\n\n"
+                    + table(["Batch size", "img/s median (min–max)", "Latency per batch (ms)",
+                             "Images per repetition", "Repeats"], rows))
+        if inf.get("error"):
+            body.append("```text\n" + str(inf["error"])[:3000] + "\n```")
+        one = next((r for r in inf.get("rows") or [] if r.get("batch_size") == 1), None)
+        if inf.get("best_img_per_s"):
+            heads.append({"metric": "Inference throughput, best batch size (Keras Predictor)",
+                          "value": inf["best_img_per_s"], "unit": "img/s",
+                          "note": f"batch {fmt(inf.get('best_batch_size'))}"
+                                  + (f"; batch 1 latency {num(one.get('batch_latency_ms'))} ms"
+                                     if one else "")})
+    if result.get("notes"):
+        body.append(bullets(fmt(n) for n in result["notes"]))
+    return "\n\n".join(body) or "_No parts measured._", heads
+
+
+def _fit_line(fit: Any) -> str:
+    if not isinstance(fit, dict):
+        return ""
+    if fit.get("meaningful") is False or (fit.get("per_image_s") or 0) <= 0:
+        return (f"\n\nLinear fit over {fit.get('points')} sizes: not meaningful in this run "
+                "(the slope is not positive: timing noise on the shared machine exceeded the "
+                "effect of size).")
+    return (f"\n\nLinear fit over {fit.get('points')} sizes: {secs(fit.get('fixed_s'))} fixed + "
+            f"{secs(fit.get('per_1000_images_s'))} per 1,000 images.")
 
 
 if __name__ == "__main__":

@@ -453,7 +453,7 @@ def photos(n: int = 32) -> list[tuple[str, bytes]]:
     """``n`` real isic-dev JPEGs (name, bytes), mixed sources and sizes."""
     import pandas as pd
 
-    from bench._harness import isic_dev_dir
+    from bench.harness.environment import isic_dev_dir
 
     root = isic_dev_dir()
     df = pd.read_csv(root / "labels.csv")
@@ -532,7 +532,7 @@ def _make_run(folder: Path) -> str:
 
 def run(quick: bool = True) -> dict[str, Any]:
     """Measure (see the module docstring) and return the record for docs/BENCHMARKS.md."""
-    from bench._harness import cache_dir, load_average
+    from bench.harness.environment import cache_dir, load_average
 
     per_client = REQUESTS_PER_CLIENT[quick]
     run_dir = cache_dir() / "service_load" / "run"
@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the peak RSS/CPU of the worst accepted images (row 1)")
     args = parser.parse_args(argv)
     if args.worst_images:
-        from bench._harness import cache_dir
+        from bench.harness.environment import cache_dir
 
         run_dir = cache_dir() / "service_load" / "run"
         _make_run(run_dir)

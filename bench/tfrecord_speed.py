@@ -46,7 +46,7 @@ BATCH = 64
 
 def _data(quick: bool) -> tuple[Path, list[str], list[int], list[str], dict[str, Any]]:
     """A data folder over the bench's prepared isic-dev (train split), with its shards."""
-    from bench._harness import cache_dir, prepared_isic_dev
+    from bench.harness.environment import cache_dir, prepared_isic_dev
     from skinlesion.data.manifest import read_manifest, resolve_paths, write_manifest
     from skinlesion.data.tfrecords import shard_files, write_tfrecords
 
@@ -95,7 +95,8 @@ def tf_decode_dataset(paths: list[str], size: int) -> Any:
 
 def run(quick: bool = True) -> dict[str, Any]:
     """Measure the input pipelines; returns JSON-serialisable results."""
-    from bench._harness import machine_info, summarize_times
+    from bench.harness.environment import machine_info
+    from bench.harness.timing import summarize_times
     from skinlesion.data.pipeline import image_dataset
     from skinlesion.data.tfrecords import tfrecord_dataset
 

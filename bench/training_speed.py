@@ -39,16 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from bench._harness import (
-    cache_dir,
-    load_average,
-    now_iso,
-    prepared_isic_dev,
-    ratio,
-    run_in_child,
-    self_peak_rss_mb,
-    summarize_times,
-)
+from bench.harness.child import run_in_child
+from bench.harness.environment import cache_dir, load_average, now_iso, prepared_isic_dev
+from bench.harness.timing import ratio, self_peak_rss_mb, summarize_times
+from bench.markdown import Row, bullets, fmt, load_at_start, mb, num, pct, secs, table
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +379,7 @@ def measure_compute(backbone: str, size: int, matmul_n: int, matmul_repeats: int
 
 
 def _time_tf(fn: Any, repeats: int, items: int) -> dict[str, Any]:
-    from bench._harness import time_calls
+    from bench.harness.timing import time_calls
 
     return time_calls(lambda: np.asarray(fn()), repeats=repeats, warmup=1, items=items)
 
@@ -466,6 +460,121 @@ def training_flops(layers: list[tuple[str, float, bool]]) -> float:
     input_grads = sum(f for _, f, _ in layers[first + 1:])
     weight_grads = sum(f for _, f, t in layers if t)
     return fwd + input_grads + weight_grads
+
+
+# === Rendering (docs/BENCHMARKS.md) ===================================================
+
+def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
+    """Regimes table, cached-vs-recomputed ratio, input vs model, compute and FLOPs."""
+    result = rec.get("result") or {}
+    comp = result.get("comparison") or {}
+    meas = result.get("measurements") or {}
+    compute = meas.get("compute") or {}
+    body = []
+    ratio_v = comp.get("cached_vs_recomputed")
+    ref = comp.get("reference_images", 2000)
+    body.append(
+        f"**Frozen-cached vs frozen-recomputed, per epoch over {fmt(ref)} images: "
+        f"{num(ratio_v)}×** (head epoch {secs(comp.get('head_epoch_s'))} vs recomputed "
+        f"{secs(comp.get('recomputed_epoch_s'))}; target ≥ {num(comp.get('ratio_target'))}×: "
+        f"{_met(comp.get('ratio_target_met'))}; head epoch under "
+        f"{num(comp.get('head_epoch_target_s'))} s: {_met(comp.get('head_epoch_target_met'))}).")
+    body.append(_regimes_table(comp.get("regimes") or [], ref))
+    iv = comp.get("input_vs_model") or {}
+    pipe = meas.get("input_pipeline") or {}
+    body.append("**Input pipeline vs model step**\n\n" + table(
+        ["Stage", "img/s median (min–max)"],
+        [["tf.data decode + resize + augment (prepared JPEGs, no cache)", fmt(
+            _rate_timing(pipe.get("full")))],
+         ["tf.data decode + resize only", fmt(_rate_timing(pipe.get("decode_resize")))],
+         ["model training step (ours, fine-tuning stage of the default recipe)",
+          num(iv.get("model_step_img_per_s"))]])
+        + f"\n\nInput / model = {num(iv.get('input_over_model'))}× "
+          "(above 1: the input pipeline keeps up with training on this CPU; both share the "
+          "same cores, so in training they compete).")
+    mm = compute.get("matmul") or {}
+    fwd = comp.get("inference_forward") or {}
+    body.append("**Compute: model FLOPs and the machine's limit**\n\n" + table(
+        ["Quantity", "Value"],
+        [[f"float32 matmul {fmt(mm.get('n'))}×{fmt(mm.get('n'))} (TensorFlow), best / median",
+          f"{num(mm.get('gflops_best'))} / {num(mm.get('gflops_median'))} GFLOP/s"],
+         ["Forward FLOPs per image (profiler)", _gflop(compute.get("profiler_flops_per_image"))],
+         ["Forward FLOPs per image (analytic, conv + dense)",
+          _gflop(compute.get("analytic_flops_per_image"))],
+         [f"Inference forward, batch {fmt(fwd.get('batch_size'))}",
+          f"{num(fwd.get('img_per_s'))} img/s = {num(fwd.get('achieved_gflops'))} GFLOP/s = "
+          f"{pct(fwd.get('fraction_of_peak'))} of the matmul peak"]]))
+    if compute.get("profiler_note"):
+        body.append(f"FLOP counter: {compute['profiler_note']}.")
+    if result.get("notes"):
+        body.append(bullets(fmt(n) for n in result["notes"]))
+    errors = [f"{k}: {v.get('error')}" for k, v in meas.items() if isinstance(v, dict)
+              and v.get("error")]
+    if errors:
+        body.append("**Failed measurements:**\n\n```text\n" + "\n\n".join(errors)[:4000]
+                    + "\n```")
+    return "\n\n".join(body), _headline(comp, mm, fwd)
+
+
+def _regimes_table(regimes: list[dict[str, Any]], ref: Any) -> str:
+    rows = []
+    for r in regimes:
+        groups = r.get("unfreeze_groups")
+        unfrozen = ("" if groups in (None, 0) else
+                    " — all layer groups" if groups == -1 else f" — top {groups} layer groups")
+        rows.append([fmt(r.get("label")) + unfrozen,
+                     f"{num(r.get('img_per_s'))} ({num(r.get('img_per_s_worst'))}–"
+                     f"{num(r.get('img_per_s_best'))})",
+                     secs(r.get("epoch_2000_s")), fmt(r.get("batch_size")), fmt(r.get("repeats")),
+                     num(r.get("gflop_per_image")), num(r.get("achieved_gflops")),
+                     pct(r.get("fraction_of_peak")), mb(r.get("peak_rss_mb"))
+                     + (" (failed)" if r.get("error") else ""), load_at_start(r)])
+    return table(["Regime", "img/s median (min–max)", f"Epoch over {fmt(ref)} images",
+                  "Batch", "Timed epochs", "GFLOP / image (train, est.)",
+                  "Achieved GFLOP/s", "Fraction of machine peak", "Peak memory",
+                  "Load avg at start"], rows)
+
+
+def _headline(comp: dict[str, Any], mm: dict[str, Any], fwd: dict[str, Any]) -> list[Row]:
+    """Headline rows: the cached-features speed-up, fine-tuning and inference throughput."""
+    heads: list[Row] = []
+    ratio_v, ref = comp.get("cached_vs_recomputed"), comp.get("reference_images", 2000)
+    if ratio_v is not None:
+        heads.append({"metric": f"Head epoch over {fmt(ref)} images: cached features vs "
+                                "recomputed backbone (T1's way)",
+                      "value": f"{num(ratio_v)}× faster",
+                      "note": f"{secs(comp.get('head_epoch_s'))} vs "
+                              f"{secs(comp.get('recomputed_epoch_s'))}"})
+    for r in comp.get("regimes") or []:
+        if r.get("regime") == "finetune_ours" and r.get("img_per_s"):
+            groups = r.get("unfreeze_groups")
+            what = "all layers" if groups == -1 else f"top {groups} groups"
+            heads.append({"metric": f"Fine-tuning throughput (ours, {what})",
+                          "value": r["img_per_s"], "unit": "img/s",
+                          "note": f"{pct(r.get('fraction_of_peak'))} of the float32 matmul peak"})
+    if fwd.get("img_per_s"):
+        heads.append({"metric": "Inference forward pass (Keras, default backbone)",
+                      "value": fwd["img_per_s"], "unit": "img/s",
+                      "note": f"{pct(fwd.get('fraction_of_peak'))} of the float32 matmul peak "
+                              f"({num(mm.get('gflops_best'))} GFLOP/s)"})
+    return heads
+
+
+def _met(v: Any) -> str:
+    return "—" if v is None else ("**met**" if v else "**not met**")
+
+
+def _rate_timing(t: Any) -> dict[str, float] | None:
+    if not isinstance(t, dict):
+        return None
+    keys = ("per_s_median", "per_s_worst", "per_s_best")
+    if not all(isinstance(t.get(k), int | float) for k in keys):
+        return None
+    return {"median": t["per_s_median"], "min": t["per_s_worst"], "max": t["per_s_best"]}
+
+
+def _gflop(x: float | None) -> str:
+    return "—" if x is None else f"{num(x / 1e9)} GFLOP"
 
 
 if __name__ == "__main__":

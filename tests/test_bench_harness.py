@@ -16,15 +16,18 @@ import pytest
 # bench/ is a top-level package beside src/, not installed: import it from the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import _harness as h
 from bench.__main__ import discover, parse_only
+from bench.harness.child import run_in_child
+from bench.harness.environment import environment
+from bench.harness.results import merge_parts, read_results, write_result
+from bench.harness.timing import ratio, summarize_times, time_calls
 
 # === Timings ======================================================================
 
 
 def test_time_calls_reports_repetitions_and_median_min_max() -> None:
     calls = []
-    timing = h.time_calls(lambda: calls.append(sum(range(2000))), repeats=5, warmup=2, items=2000)
+    timing = time_calls(lambda: calls.append(sum(range(2000))), repeats=5, warmup=2, items=2000)
     assert len(calls) == 7  # warm-up calls run but are not timed
     assert timing["repeats"] == 5 and timing["warmup"] == 2 and len(timing["times_s"]) == 5
     assert timing["min_s"] <= timing["median_s"] <= timing["max_s"]
@@ -35,15 +38,15 @@ def test_time_calls_reports_repetitions_and_median_min_max() -> None:
 
 def test_summarize_times_rejects_nothing_and_negative() -> None:
     with pytest.raises(ValueError, match="no timings"):
-        h.summarize_times([])
+        summarize_times([])
     with pytest.raises(ValueError, match="negative"):
-        h.summarize_times([0.1, -1.0])
-    assert h.summarize_times([3.0, 1.0, 2.0])["median_s"] == 2.0
-    assert h.ratio(10.0, 4.0) == 2.5 and h.ratio(1.0, 0.0) is None and h.ratio(None, 1.0) is None
+        summarize_times([0.1, -1.0])
+    assert summarize_times([3.0, 1.0, 2.0])["median_s"] == 2.0
+    assert ratio(10.0, 4.0) == 2.5 and ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
 
 
 def test_environment_records_machine_versions_and_commit() -> None:
-    env = h.environment()
+    env = environment()
     machine = env["machine"]
     assert machine["cpu_model"] and machine["cpu_model"] != "unknown"
     assert machine["usable_cores"] >= 1 and machine["logical_cores"] >= machine["usable_cores"]
@@ -78,8 +81,8 @@ def targets(tmp_path: Path) -> Path:
 
 
 def test_child_returns_value_and_its_own_peak_memory(targets: Path) -> None:
-    big = h.run_in_child("tiny_targets:alloc", {"mb": 200}, pythonpath=[targets])
-    small = h.run_in_child("tiny_targets:alloc", {"mb": 1}, pythonpath=[targets])
+    big = run_in_child("tiny_targets:alloc", {"mb": 200}, pythonpath=[targets])
+    small = run_in_child("tiny_targets:alloc", {"mb": 1}, pythonpath=[targets])
     assert big.ok and big.value["n"] == 200 * 2**20 and big.value["pid"] != os.getpid()
     assert big.peak_rss_mb >= 200  # the child's ru_maxrss, not ours
     assert small.ok and small.peak_rss_mb < big.peak_rss_mb - 150  # per measurement
@@ -87,18 +90,18 @@ def test_child_returns_value_and_its_own_peak_memory(targets: Path) -> None:
 
 
 def test_child_failures_are_reported_not_raised(targets: Path, tmp_path: Path) -> None:
-    err = h.run_in_child("tiny_targets:boom", pythonpath=[targets],
+    err = run_in_child("tiny_targets:boom", pythonpath=[targets],
                          log_path=tmp_path / "boom.log")
     assert not err.ok and err.returncode == 1
     assert "ValueError: boom in the child" in err.error
     assert "boom in the child" in (tmp_path / "boom.log").read_text()
-    killed = h.run_in_child("tiny_targets:die", pythonpath=[targets])
+    killed = run_in_child("tiny_targets:die", pythonpath=[targets])
     assert not killed.ok and killed.returncode == -9 and "SIGKILL" in killed.error
-    hung = h.run_in_child("tiny_targets:hang", pythonpath=[targets], timeout=3)
+    hung = run_in_child("tiny_targets:hang", pythonpath=[targets], timeout=3)
     assert not hung.ok and hung.timed_out and hung.wall_s < 30
     assert "timed out" in hung.error
     with pytest.raises(ValueError, match="module:function"):
-        h.run_in_child("no_colon_here")
+        run_in_child("no_colon_here")
 
 
 # === Result files and merging =====================================================
@@ -106,12 +109,12 @@ def test_child_failures_are_reported_not_raised(targets: Path, tmp_path: Path) -
 
 def test_results_are_written_atomically_and_read_back(tmp_path: Path) -> None:
     record = {"name": "demo", "result": {"x": np.float32(1.5), "bad": float("nan")}}
-    path = h.write_result(tmp_path, "demo", record)
+    path = write_result(tmp_path, "demo", record)
     data = json.loads(path.read_text())
     assert data["result"] == {"x": 1.5, "bad": None}  # numpy → float, NaN → null
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
     (tmp_path / "broken.json").write_text("{not json")
-    assert set(h.read_results(tmp_path)) == {"demo"}  # an unreadable file is skipped
+    assert set(read_results(tmp_path)) == {"demo"}  # an unreadable file is skipped
 
 
 def test_merge_parts_keeps_earlier_parts() -> None:
@@ -119,10 +122,10 @@ def test_merge_parts_keeps_earlier_parts() -> None:
                                                    "frozen": {"auc": 0.8}}}}
     new = {"name": "quality", "status": "ok",
            "result": {"title": "Q", "parts": {"frozen": {"auc": 0.85}}}}
-    merged = h.merge_parts(old, new)
+    merged = merge_parts(old, new)
     assert merged["result"]["parts"] == {"tutorial1": {"auc": 0.7}, "frozen": {"auc": 0.85}}
     assert merged["result"]["title"] == "Q" and merged["status"] == "ok"
-    assert h.merge_parts(None, new) is new
+    assert merge_parts(None, new) is new
 
 
 def test_merge_parts_keeps_the_record_a_later_commit_replaces() -> None:
@@ -131,11 +134,11 @@ def test_merge_parts_keeps_the_record_a_later_commit_replaces() -> None:
 
     old = {"name": "q", "result": {"parts": {"a": part(0.8, "c1"), "b": part(0.7, "c1")}}}
     new = {"name": "q", "result": {"parts": {"a": part(0.82, "c2"), "b": part(0.71, "c1")}}}
-    parts = h.merge_parts(old, new)["result"]["parts"]
+    parts = merge_parts(old, new)["result"]["parts"]
     assert parts["a"]["test"]["roc_auc"] == 0.82
     assert parts["a"]["previous"]["test"]["roc_auc"] == 0.8  # earlier commit kept beside
     assert "previous" not in parts["b"]  # same commit: simply replaced
-    again = h.merge_parts({"result": {"parts": parts}},
+    again = merge_parts({"result": {"parts": parts}},
                           {"result": {"parts": {"a": part(0.83, "c3")}}})["result"]["parts"]
     assert again["a"]["previous"]["test"]["roc_auc"] == 0.82
     assert "previous" not in again["a"]["previous"]  # one level only
@@ -156,7 +159,7 @@ def test_discover_and_parse_only() -> None:
     names = discover()
     assert names[:4] == ["quality", "quality_ablation", "quality_peer", "training_speed"]
     assert "machine" in names and "scaling" in names
-    assert "report" not in names and "_harness" not in names
+    assert "report" not in names and "harness" not in names
     sel = parse_only("quality.tutorial1,scaling,quality.frozen", names)
     assert sel == {"quality": ["tutorial1", "frozen"], "scaling": None}
     assert parse_only("quality.frozen,quality", names) == {"quality": None}

@@ -278,7 +278,7 @@ def test_renderer_not_installed_and_quick() -> None:
 
 
 def test_registered_in_the_report(tmp_path: Path) -> None:
-    assert "quality_peer" in r.RENDERERS and "quality_peer" in r.ORDER
+    assert r.renderer_for("quality_peer") is qp.render_report and "quality_peer" in r.ORDER
     doc = r.render({"quality_peer": _record()})
     assert "Quality peer" in doc and "0.834 [0.784–0.884]" in doc
 
