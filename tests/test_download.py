@@ -742,7 +742,7 @@ def test_cli_downloads_then_does_nothing_and_reports_offline(
         tiny: dict[str, Any], server: FileServer, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from skinlesion.cli.main import app
-    from skinlesion.download import registry as registry_module
+    from skinlesion.download import catalog as registry_module
 
     monkeypatch.setattr(registry_module, "default_registry", lambda: tiny["registry"])
     runner = CliRunner()

@@ -14,6 +14,7 @@ from skinlesion.cli.main import app
 from skinlesion.inference import export as ex
 from skinlesion.inference.parity import CRITERIA, check_parity, load_sample, sample_images
 from skinlesion.inference.predictor import Predictor
+from skinlesion.utils.progress import ProgressEvent
 from skinlesion.workflows import export as wx
 
 pytestmark = pytest.mark.integration
@@ -100,7 +101,7 @@ def test_export_run_int8_writes_a_complete_folder(isic_dev: Path, tmp_path: Path
     run = responsive_run_dir(tmp_path_factory, "test_tiny_cnn", 32)
     predictor = Predictor.from_run(run)
     out = tmp_path / "phone"
-    steps: list[str] = []
+    steps: list[ProgressEvent] = []
     result = wx.export_run(run, "tflite", quantize="int8", out=out, check_images=isic_dev,
                            calibration_data=isic_dev, check_count=CHECK_COUNT,
                            calibration_count=64, predictor=predictor, progress=steps.append)
@@ -113,7 +114,8 @@ def test_export_run_int8_writes_a_complete_folder(isic_dev: Path, tmp_path: Path
     _assert_parity(parity, "int8")
     assert parity["max_abs_diff"] == result.parity["max_abs_diff"]
     assert json.loads((out / "model_spec.json").read_text())["threshold"] == predictor.threshold
-    assert any("calibration" in s for s in steps) and any("parity" in s for s in steps)
+    messages = [e.message or "" for e in steps]
+    assert any("calibration" in m for m in messages) and any("parity" in m for m in messages)
     from ai_edge_litert.interpreter import Interpreter
 
     tensors = Interpreter(model_path=str(out / "model.tflite")).get_tensor_details()

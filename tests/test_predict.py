@@ -12,6 +12,7 @@ from inference_runs import isic_sample, responsive_run_dir, structured_images
 from skinlesion.inference.predictor import PredictionRow, Predictor, find_images
 from skinlesion.inference.tta import TTA_CHOICES, check_tta, dihedral_view, dihedral_views
 from skinlesion.runspec import ModelSpec, RunError
+from skinlesion.utils.progress import ProgressEvent
 
 
 @pytest.fixture(scope="session")
@@ -122,10 +123,13 @@ def test_decide_at_threshold_and_inconclusive_band(predictor: Predictor) -> None
 @pytest.mark.integration
 def test_predict_files_on_real_images_matches_arrays(predictor: Predictor, isic_dev: Path) -> None:
     paths, _ = isic_sample(isic_dev, 12)
-    advanced: list[int] = []
-    rows = predictor.predict_files(paths, batch_size=5, progress=advanced.append)
+    events: list[ProgressEvent] = []
+    rows = predictor.predict_files(paths, batch_size=5, progress=events.append)
     assert [r.path for r in rows] == [str(p) for p in paths]  # input order kept
-    assert advanced == [5, 5, 2]
+    # One count event per batch (cumulative), from 0 to the total, then "finished".
+    assert [(e.done, e.total, e.finished) for e in events] == [
+        (0, 12, False), (5, 12, False), (10, 12, False), (12, 12, False), (12, 12, True)]
+    assert {e.task for e in events} == {"predict"}
     assert all(r.error is None and r.decision in ("benign", "malignant") for r in rows)
     probs = np.array([r.probability for r in rows])
     x = np.stack([predictor.load_image(p) for p in paths])

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,7 +84,6 @@ class Markup:
 
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = INLINE_DPI) -> bytes:
     """``fig`` rendered as PNG or JPEG bytes (JPEG for photos: a tenth of the size)."""
-    import io
 
     buf = io.BytesIO()
     extra: dict[str, Any] = {"pil_kwargs": {"quality": 85}} if fmt == "jpeg" else {}
@@ -302,7 +303,6 @@ class PredictionDisplay:
 
 def thumbnail(rgb: np.ndarray, max_side: int = 256) -> np.ndarray:
     """``rgb`` shrunk so its longer side is at most ``max_side`` (uint8)."""
-    from PIL import Image
 
     img = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
     img.thumbnail((max_side, max_side))

@@ -29,6 +29,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from skinlesion.data.metadata import MetadataEncoder
 from skinlesion.utils.atomic import atomic_write_json
 
 MODEL_FILE = "model.keras"
@@ -134,7 +137,6 @@ class ModelSpec:
         """The ``MetadataEncoder`` of the model's metadata input, or None (image only)."""
         if not self.metadata:
             return None
-        from skinlesion.data.metadata import MetadataEncoder
 
         return MetadataEncoder.from_dict(self.metadata)
 
@@ -275,7 +277,6 @@ def training_data_dir(run_dir: str | os.PathLike[str]) -> Path | None:
 
 
 def _legacy_config_data_dir(run: Path) -> str:
-    import yaml
 
     try:
         cfg = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8")) or {}

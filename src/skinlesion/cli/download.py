@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from skinlesion.cli._common import err_console, print_json
+from skinlesion.cli._progress import RichProgress
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
-
     from skinlesion.download.registry import DatasetRegistry
 
 ARCHIVE = "archive"
@@ -33,44 +32,6 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-class RichProgress:
-    """A ``ProgressHook`` drawing one rich bar per file (size, rate, ETA) on stderr."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._task: TaskID | None = None
-
-    def start(self, description: str, total: int | None, completed: int = 0) -> None:
-        """Begin a bar for ``description``."""
-        self._task = self._progress.add_task(description, total=total, completed=completed)
-
-    def advance(self, n: int) -> None:
-        """Move the current bar by ``n`` bytes."""
-        if self._task is not None:
-            self._progress.advance(self._task, n)
-
-    def finish(self) -> None:
-        """Stop the current bar (it stays on screen)."""
-        if self._task is not None:
-            self._progress.stop_task(self._task)
-            self._task = None
-
-
-def _progress_bar() -> Progress:
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    return Progress(TextColumn("{task.description}", style="bold"), BarColumn(),
-                    DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                    console=err_console)
 
 
 def _spec_json(spec: Any) -> dict[str, Any]:
@@ -177,9 +138,10 @@ def download(
                               help=f"{ARCHIVE}: at most N images (0: all)."),
 ) -> None:
     """Download a dataset, resumable and verified, ready for `skinlesion prepare`."""
+    from skinlesion.download.catalog import default_registry
     from skinlesion.download.dataset import download_dataset
     from skinlesion.download.errors import DownloadError
-    from skinlesion.download.registry import UnknownDatasetError, default_registry, format_size
+    from skinlesion.download.registry import UnknownDatasetError, format_size
     from skinlesion.download.transfer import RetryPolicy
 
     registry = default_registry()
@@ -203,10 +165,10 @@ def download(
     err_console.print(f"{spec.title}\nlicence: {spec.licence} ({spec.licence_url})\n"
                       f"cite: {spec.citation}", highlight=False)
     try:
-        with _progress_bar() as bar:
+        with RichProgress(keep_bars=True) as progress:
             result = download_dataset(spec.name, out, registry=registry,
                                       retry=RetryPolicy(attempts=retries),
-                                      progress=RichProgress(bar), force=force,
+                                      progress=progress, force=force,
                                       delete_archives=delete_archives,
                                       verify_etag=not no_etag_check)
     except DownloadError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from skinlesion.cli._common import err_console, fail, print_json
+from skinlesion.cli._progress import RichProgress
 
 
 def register(app: typer.Typer) -> None:
@@ -35,15 +36,11 @@ def ensemble_command(
     from skinlesion.runspec import RunError
     from skinlesion.workflows.ensemble import build_ensemble
 
-    def say(msg: str) -> None:
-        if not as_json:
-            err_console.print(f"[dim]·[/] {msg}", highlight=False)
-
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), RichProgress(quiet=as_json) as progress:
             spec = build_ensemble(runs, out, data_dir=data_dir,
                                   target_sensitivity=target_sensitivity, overwrite=overwrite,
-                                  progress=say)
+                                  progress=progress)
     except (RunError, ManifestError, ValueError) as exc:
         fail(str(exc), code=2)
     if as_json:

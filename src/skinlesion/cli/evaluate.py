@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from skinlesion.cli._common import (
     load_predictor,
     print_json,
 )
+from skinlesion.cli._progress import RichProgress
 
 SPLITS = ("test", "val", "train", "all")
 
@@ -55,35 +54,6 @@ def _check_tta(value: int) -> int:
 
 _THRESHOLD_HELP = ("stored (model_spec.json) | youden | sens=0.95 | a number. youden and sens= "
                    "are chosen on the manifest's validation split, never on the scored images.")
-
-
-@contextmanager
-def _progress(disable: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True, disable=disable) as bar:
-
-        def task(description: str, total: int) -> Callable[[int], None]:
-            tid = bar.add_task(description, total=total)
-            return lambda n: bar.advance(tid, n)
-
-        yield task
-
-
-def _count(data_dir: Path, split: str) -> int:
-    from skinlesion.data.manifest import read_manifest
-
-    m = read_manifest(data_dir)
-    return len(m) if split == "all" else int((m["split"] == split).sum())
 
 
 # === Commands ===
@@ -123,12 +93,11 @@ def evaluate_command(
 
     try:
         require_run(run_dir)
-        total = _count(data, split)
         predictor = load_predictor(run_dir, runtime, quiet=as_json)
-        with _progress(disable=as_json or not err_console.is_terminal) as task:
+        with RichProgress(quiet=as_json) as progress:
             result = evaluate_run(run_dir, data, split=split, threshold=threshold, tta=tta,
                                   bootstrap=bootstrap, out=out, seed=seed,
-                                  batch_size=batch_size, progress=task("scoring", total),
+                                  batch_size=batch_size, progress=progress,
                                   exclude_overlap=exclude_overlap, predictor=predictor)
     except (RunError, ManifestError, ValueError) as exc:
         fail(str(exc), code=2)
@@ -173,11 +142,9 @@ def compare_command(
     try:
         for run in runs:
             require_run(run)
-        total = _count(data, split)
-        with _progress(disable=as_json or not err_console.is_terminal) as task:
+        with RichProgress(quiet=as_json) as progress:
             result = compare_runs(runs, data, split=split, threshold=threshold, tta=tta,
-                                  bootstrap=bootstrap, out=out, seed=seed,
-                                  progress=task("scoring", total * len(runs)),
+                                  bootstrap=bootstrap, out=out, seed=seed, progress=progress,
                                   exclude_overlap=exclude_overlap)
     except (RunError, ManifestError, ValueError) as exc:
         fail(str(exc), code=2)

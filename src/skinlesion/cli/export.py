@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from skinlesion.cli._common import err_console, fail, print_json
+from skinlesion.cli._progress import RichProgress
 
 _FORMATS = ("savedmodel", "tflite", "onnx")
 _QUANTIZATIONS = ("float16", "int8")
@@ -59,15 +60,13 @@ def export_command(
     from skinlesion.runspec import RunError
     from skinlesion.workflows.export import export_run
 
-    def step(message: str) -> None:
-        err_console.print(f"[dim]…[/] {message}", highlight=False)
-
     try:
-        with err_console.status("exporting", spinner="dots") if err_console.is_terminal else _null():
+        with err_console.status("exporting", spinner="dots") if err_console.is_terminal \
+                else _null(), RichProgress() as progress:
             result = export_run(run_dir, fmt, quantize=quantize, out=out, check_images=check_images,
                                 calibration_data=calibration_data, check_count=check_count,
                                 calibration_count=calibration_count, skip_check=skip_check,
-                                progress=step)
+                                progress=progress)
     except (ExportError, RunError) as exc:
         fail(str(exc), code=2)
 

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import ProgressColumn
-from rich.text import Text
 
 from skinlesion.cli._common import (
     RUNTIME_HELP,
@@ -19,6 +17,7 @@ from skinlesion.cli._common import (
     load_predictor,
     print_json,
 )
+from skinlesion.cli._progress import RichProgress
 
 if TYPE_CHECKING:
     from skinlesion.inference.predictor import PredictionRow, Predictor
@@ -127,17 +126,10 @@ def _predict_all(predictor: Predictor, paths: list[Path], *, tta: int, batch_siz
                  metadata: list[dict[str, Any] | None] | None, cam_writer: _CamWriter | None,
                  ) -> list[PredictionRow]:
     """Every image through the Predictor, with a progress bar (and Grad-CAM files)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     rows: list[PredictionRow] = []
-    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               _RateColumn())
-    with Progress(*columns, console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as bar:
-        task = bar.add_task("predict", total=len(paths))
+    with RichProgress() as progress:
         for row in predictor.iter_predict_files(paths, tta=tta, batch_size=batch_size,
-                                                progress=lambda n: bar.advance(task, n),
-                                                metadata=metadata):
+                                                progress=progress, metadata=metadata):
             rows.append(row)
             if cam_writer is not None:
                 cam_writer.add(row)
@@ -147,14 +139,6 @@ def _predict_all(predictor: Predictor, paths: list[Path], *, tta: int, batch_siz
 
 
 # === Output ===
-
-class _RateColumn(ProgressColumn):
-    """Images per second (rich's moving average over the last batches)."""
-
-    def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:.1f} img/s", style="progress.data.speed")
-
 
 def _print_table(records: list[dict[str, Any]]) -> None:
     from rich.console import Console

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from skinlesion.cli._common import err_console, fail, print_json
+from skinlesion.cli._progress import RichProgress
 
 
 def register(app: typer.Typer) -> None:
@@ -160,14 +161,11 @@ def _export_tflite(run_dir: Path, *, quiet: bool) -> dict[str, Any]:
     from skinlesion.inference.runtimes import find_artefact
     from skinlesion.workflows.export import export_run
 
-    def say(msg: str) -> None:
-        if not quiet:
-            err_console.print(f"[dim]· tflite export: {msg}[/]", highlight=False)
-
     t = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            result = export_run(run_dir, "tflite", progress=say)
+        with contextlib.redirect_stdout(sys.stderr), \
+                RichProgress(quiet=quiet, label="tflite export") as progress:
+            result = export_run(run_dir, "tflite", progress=progress)
     except Exception as exc:  # the run is trained and saved; the fast runtime is optional
         err_console.print(f"[yellow]warning:[/] no TFLite export ({escape(str(exc))}); predict, "
                           "evaluate and serve will use Keras", highlight=False)
@@ -205,13 +203,9 @@ def demo_command(
     """Prepare → train → evaluate on the bundled sample of 200 real ISIC images; print the report path."""
     from skinlesion.workflows.demo import run_demo
 
-    def say(msg: str) -> None:
-        if not as_json:
-            err_console.print(f"[dim]·[/] {msg}", highlight=False)
-
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            result = run_demo(out, overwrite=overwrite, progress=say)
+        with contextlib.redirect_stdout(sys.stderr), RichProgress(quiet=as_json) as progress:
+            result = run_demo(out, overwrite=overwrite, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc), code=2)
     if as_json:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 SEX_VALUES: tuple[str, ...] = ("female", "male")
 SITE_VALUES: tuple[str, ...] = (
@@ -326,7 +327,6 @@ def parse_fields(spec: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _columns(frame: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import pandas as pd
 
     df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
     n = len(df)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from skinlesion.data.augment import augment_image
 from skinlesion.data.images import MAX_PIXELS, open_image
 
 if TYPE_CHECKING:
@@ -293,7 +294,6 @@ def training_stream(
     """
     import tensorflow as tf
 
-    from skinlesion.data.augment import augment_image
 
     buffer = shuffle_buffer or n
     use_aug = augment is not None and getattr(augment, "enabled", False)

@@ -30,6 +30,7 @@ shards that no longer match the manifest.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.data.manifest import manifest_fingerprint, read_manifest, resolve_paths
+from skinlesion.data.pipeline import decode_resize_bytes
 from skinlesion.data.splits import SPLIT_NAMES, group_ids
 from skinlesion.utils.atomic import atomic_path, atomic_write_json
 
@@ -258,7 +260,6 @@ def read_index(data_dir: str | os.PathLike[str], *, check_manifest: bool = True)
         TFRecordError: if it is missing, unreadable, or (``check_manifest``) was written
             for another version of the manifest.
     """
-    import json
 
     root = Path(data_dir)
     path = root / TFRECORDS_DIR / INDEX_NAME
@@ -348,7 +349,6 @@ def tfrecord_dataset(
     """
     import tensorflow as tf
 
-    from skinlesion.data.pipeline import decode_resize_bytes
 
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(files), tf.string))
     ds = ds.interleave(

@@ -8,12 +8,13 @@
 * ``dataset.py`` — ``download_dataset``: the steps above plus the completion marker;
 * ``archive.py`` — ISIC Archive selections through ``isic-cli``.
 
-Nothing here prints; progress goes through a ``ProgressHook``.
+Nothing here prints; progress goes to a ``skinlesion.utils.progress.Progress`` callback.
 """
 
 from __future__ import annotations
 
 from skinlesion.download.archive import ArchiveQuery, download_archive
+from skinlesion.download.catalog import default_registry
 from skinlesion.download.dataset import MARKER_NAME, DownloadResult, download_dataset, read_marker
 from skinlesion.download.errors import (
     ArchiveToolError,
@@ -31,7 +32,6 @@ from skinlesion.download.registry import (
     DataverseSource,
     RemoteFile,
     UnknownDatasetError,
-    default_registry,
 )
 from skinlesion.download.transfer import RetryPolicy
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
+
 from skinlesion import __version__
 from skinlesion.download.dataset import MARKER_NAME, read_marker
 from skinlesion.download.errors import ArchiveToolError, NetworkUnavailableError
@@ -150,7 +152,6 @@ def check_reachable(url: str, timeout: float = 10.0) -> None:
     Raises:
         NetworkUnavailableError: DNS failure, refused connection or timeout.
     """
-    import httpx
 
     try:
         with httpx.Client(timeout=timeout) as client:

@@ -23,6 +23,7 @@ of every file is computed during download and recorded in the completion marker.
 from __future__ import annotations
 
 from skinlesion.download.registry import (
+    DatasetRegistry,
     DatasetSpec,
     DataverseFile,
     DataverseSource,
@@ -241,3 +242,14 @@ HAM10000 = DatasetSpec(
 BUILTIN_DATASETS: tuple[DatasetSpec, ...] = (
     DERMATOLOGIST_AI, ISIC2020, ISIC2019, ISIC2017, ISIC2016, HAM10000,
 )
+
+
+_DEFAULT: DatasetRegistry | None = None
+
+
+def default_registry() -> DatasetRegistry:
+    """The built-in registry of known datasets (``catalog.py``)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = DatasetRegistry.of(BUILTIN_DATASETS)
+    return _DEFAULT

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from skinlesion import __version__
+from skinlesion.download.catalog import default_registry
 from skinlesion.download.dataverse import resolve_dataverse
 from skinlesion.download.errors import (
     CorruptArchiveError,
@@ -43,19 +44,18 @@ from skinlesion.download.registry import (
     DatasetRegistry,
     DatasetSpec,
     RemoteFile,
-    default_registry,
     format_size,
 )
 from skinlesion.download.transfer import (
     PART_SUFFIX,
     FetchedFile,
-    ProgressHook,
     RetryPolicy,
     fetch_file,
     make_client,
 )
 from skinlesion.utils.atomic import atomic_write_json
 from skinlesion.utils.hashing import sha256_file
+from skinlesion.utils.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def download_dataset(
     registry: DatasetRegistry | None = None,
     client: httpx.Client | None = None,
     retry: RetryPolicy | None = None,
-    progress: ProgressHook | None = None,
+    progress: Progress | None = None,
     force: bool = False,
     delete_archives: bool = False,
     verify_etag: bool = True,
@@ -195,7 +195,7 @@ def download_dataset(
         registry: Where to look ``name`` up; defaults to the built-in registry.
         client: HTTP client; one from ``make_client()`` by default.
         retry: Retry policy for each file; ``RetryPolicy()`` by default.
-        progress: Progress hook for transfers and extractions.
+        progress: Gets byte counts for every transfer and extraction.
         force: Ignore an existing completion marker (files already verified are kept).
         delete_archives: Delete zips once extracted and the marker is written.
         verify_etag: Check S3 MD5 ETags. Default True.
@@ -250,7 +250,7 @@ def _exclusive(root: Path) -> Iterator[None]:
 
 
 def _download(spec: DatasetSpec, root: Path, *, client: httpx.Client | None,
-              retry: RetryPolicy | None, progress: ProgressHook | None, delete_archives: bool,
+              retry: RetryPolicy | None, progress: Progress | None, delete_archives: bool,
               verify_etag: bool, sleep: Callable[[float], None] | None) -> DownloadResult:
     """The steps of ``download_dataset`` once ``root`` is locked."""
     remove_stale_extractions(root)

@@ -33,7 +33,8 @@ from skinlesion.download.errors import (
     ExtractionError,
     InsufficientSpaceError,
 )
-from skinlesion.download.transfer import CHUNK_SIZE, NullProgress, ProgressHook
+from skinlesion.download.transfer import CHUNK_SIZE
+from skinlesion.utils.progress import Progress, Tally
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def extract_zip(
     dest: str | os.PathLike[str],
     *,
     archive_sha256: str | None = None,
-    progress: ProgressHook | None = None,
+    progress: Progress | None = None,
     max_total_bytes: int = MAX_TOTAL_BYTES,
     max_ratio: float = MAX_RATIO,
 ) -> Path:
@@ -131,7 +132,7 @@ def extract_zip(
         dest: Final folder; must not be inside the archive's own members' reach.
         archive_sha256: Recorded in the stamp; an existing ``dest`` whose stamp has the
             same hash is kept as it is (nothing to do).
-        progress: Progress hook (bytes written).
+        progress: Gets byte counts (task ``"extract <archive>"``) as members are written.
         max_total_bytes: Refuse an archive whose members add up to more than this,
             uncompressed (default :data:`MAX_TOTAL_BYTES`, 256 GiB).
         max_ratio: Refuse a member over 1 MiB that expands more than this many times
@@ -149,7 +150,6 @@ def extract_zip(
         InsufficientSpaceError: the uncompressed content does not fit on the disk.
     """
     archive, dest = Path(archive), Path(dest)
-    progress = progress or NullProgress()
     stamp = read_stamp(dest)
     if stamp is not None and archive_sha256 is not None and stamp.get("sha256") == archive_sha256:
         logger.info("%s is already extracted in %s", archive.name, dest)
@@ -204,9 +204,9 @@ def _check_sizes(archive: Path, members: list[tuple[zipfile.ZipInfo, tuple[str, 
 
 
 def _write_members(zf: zipfile.ZipFile, members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
-                   tmp: Path, progress: ProgressHook, label: str, total: int) -> None:
+                   tmp: Path, progress: Progress | None, label: str, total: int) -> None:
     root = tmp.resolve()
-    progress.start(f"extract {label}", total, 0)
+    tally = Tally(progress, f"extract {label}", total, unit="bytes")
     try:
         for info, parts in members:
             target = root.joinpath(*parts)
@@ -220,9 +220,9 @@ def _write_members(zf: zipfile.ZipFile, members: list[tuple[zipfile.ZipInfo, tup
             with zf.open(info) as src, open(target, "wb") as dst:
                 while block := src.read(CHUNK_SIZE):
                     dst.write(block)
-                    progress.advance(len(block))
+                    tally.add(len(block))
     finally:
-        progress.finish()
+        tally.close()
 
 
 def _swap_in(tmp: Path, dest: Path) -> None:

@@ -6,7 +6,7 @@ format its files produce. Files hosted on a Dataverse repository (HAM10000) are 
 by a ``DataverseSource`` and resolved through the Dataverse API at download time, which
 also gives their exact sizes and MD5 checksums.
 
-A ``DatasetRegistry`` holds specs by name. ``default_registry()`` returns the built-in
+A ``DatasetRegistry`` holds specs by name. ``catalog.default_registry()`` returns the built-in
 one (``catalog.py``); tests and users can build their own registry and pass it to
 ``download_dataset``, so nothing branches on dataset names.
 """
@@ -242,17 +242,6 @@ class DatasetRegistry:
         return isinstance(name, str) and name.strip().lower() in self._specs
 
 
-_DEFAULT: DatasetRegistry | None = None
-
-
-def default_registry() -> DatasetRegistry:
-    """The built-in registry of known datasets (``catalog.py``)."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        from skinlesion.download.catalog import BUILTIN_DATASETS
-
-        _DEFAULT = DatasetRegistry.of(BUILTIN_DATASETS)
-    return _DEFAULT
 
 
 def format_size(n: int | None) -> str:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -38,6 +38,7 @@ from skinlesion import __version__
 from skinlesion.download.errors import DownloadError, NetworkUnavailableError, VerificationError
 from skinlesion.download.registry import RemoteFile
 from skinlesion.utils.atomic import atomic_write_json
+from skinlesion.utils.progress import Progress, Tally
 
 logger = logging.getLogger(__name__)
 
@@ -72,32 +73,6 @@ class RetryPolicy:
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
         return min(self.max_backoff, self.backoff * 2 ** max(failures - 1, 0))
-
-
-class ProgressHook(Protocol):
-    """What the downloader reports; the CLI implements it with a rich progress bar."""
-
-    def start(self, description: str, total: int | None, completed: int = 0) -> None:
-        """A new transfer (or extraction) of ``total`` bytes begins, ``completed`` done."""
-
-    def advance(self, n: int) -> None:
-        """``n`` more bytes are done."""
-
-    def finish(self) -> None:
-        """The current transfer ended (successfully or not)."""
-
-
-class NullProgress:
-    """A ``ProgressHook`` that shows nothing (the library default)."""
-
-    def start(self, description: str, total: int | None, completed: int = 0) -> None:
-        """Ignore."""
-
-    def advance(self, n: int) -> None:
-        """Ignore."""
-
-    def finish(self) -> None:
-        """Ignore."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +184,7 @@ def _validator(response: httpx.Response) -> str | None:
 
 
 def _attempt(url: str, remote: RemoteFile, part: Path, meta_path: Path,
-             client: httpx.Client, progress: ProgressHook, digest: _Digest | None,
+             client: httpx.Client, progress: Progress | None, digest: _Digest | None,
              with_md5: bool) -> _Outcome:
     offset, validator = _resume_offset(part, meta_path, url)
     headers: dict[str, str] = {}
@@ -258,7 +233,7 @@ def _attempt(url: str, remote: RemoteFile, part: Path, meta_path: Path,
         atomic_write_json(meta_path, {"url": url, "validator": _validator(response),
                                       "total": total})
         digest = _reuse(digest, part, offset, with_md5)
-        progress.start(remote.name, total, offset)
+        tally = Tally(progress, remote.name, total, unit="bytes", done=offset)
         try:
             with open(part, "ab" if offset else "wb", buffering=CHUNK_SIZE) as fh:
                 # No chunk_size: httpx would hold bytes back to fill a chunk and lose
@@ -266,11 +241,11 @@ def _attempt(url: str, remote: RemoteFile, part: Path, meta_path: Path,
                 for chunk in response.iter_raw():
                     fh.write(chunk)
                     digest.update(chunk)
-                    progress.advance(len(chunk))
+                    tally.add(len(chunk))
                 fh.flush()
                 os.fsync(fh.fileno())
         finally:
-            progress.finish()
+            tally.close()
         if total is not None and digest.count != total:
             raise _Retryable(f"connection closed after {digest.count} of {total} bytes")
         return _Outcome(digest, response.headers.get("ETag"))
@@ -327,7 +302,7 @@ def fetch_file(
     client: httpx.Client,
     *,
     retry: RetryPolicy | None = None,
-    progress: ProgressHook | None = None,
+    progress: Progress | None = None,
     verify_etag: bool = True,
     sleep: Callable[[float], None] | None = None,
 ) -> FetchedFile:
@@ -338,7 +313,7 @@ def fetch_file(
         dest_dir: Folder to write ``remote.name`` into.
         client: HTTP client (see ``make_client``).
         retry: Retry policy; defaults to ``RetryPolicy()``.
-        progress: Progress hook; defaults to showing nothing.
+        progress: Gets byte counts, one task per file (its name); None shows nothing.
         verify_etag: Check S3 MD5 ETags where ``remote.etag_md5`` is set. Default True.
         sleep: Waits between retries; ``time.sleep`` by default (tests pass a no-op).
 
@@ -355,7 +330,7 @@ def fetch_file(
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     state = _Attempts(dest=dest, remote=remote, client=client, retry=retry,
-                      progress=progress or NullProgress(), sleep=sleep or time.sleep,
+                      progress=progress, sleep=sleep or time.sleep,
                       verify_etag=verify_etag)
     for url in remote.urls:
         fetched = state.from_url(url)
@@ -378,7 +353,7 @@ class _Attempts:
     remote: RemoteFile
     client: httpx.Client
     retry: RetryPolicy
-    progress: ProgressHook
+    progress: Progress | None
     sleep: Callable[[float], None]
     verify_etag: bool
     digest: _Digest | None = None

@@ -40,6 +40,12 @@ from skinlesion.evaluation.metrics import (
     json_safe,
     threshold_metrics,
 )
+from skinlesion.utils.atomic import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -199,12 +205,6 @@ def write_comparison(result: CompareResult, out_dir: str | os.PathLike[str]) -> 
     """Write ``compare.json``, ``predictions.csv``, ``roc_comparison.png`` and ``compare.html``."""
     from skinlesion.evaluation.plots import figure_png, plot_roc_comparison
     from skinlesion.evaluation.report import render_compare
-    from skinlesion.utils.atomic import (
-        atomic_path,
-        atomic_write_bytes,
-        atomic_write_json,
-        atomic_write_text,
-    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

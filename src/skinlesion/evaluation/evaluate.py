@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from skinlesion import INTENDED_USE
 from skinlesion.data.manifest import (
@@ -62,6 +63,7 @@ from skinlesion.utils.atomic import (
     atomic_write_json,
     atomic_write_text,
 )
+from skinlesion.utils.safe_text import escape_frame
 
 logger = logging.getLogger(__name__)
 
@@ -351,7 +353,6 @@ def read_history(run: Path) -> pd.DataFrame | None:
 
 def read_training_config(run: Path) -> dict[str, Any] | None:
     """``RUN_DIR/config.yaml`` as a dict, or ``None`` if absent or unreadable."""
-    import yaml
 
     path = run / CONFIG_FILE
     if not path.is_file():
@@ -423,7 +424,6 @@ def write_evaluation(result: EvalResult, out_dir: str | os.PathLike[str], *,
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
-    from skinlesion.utils.safe_text import escape_frame
 
     with atomic_path(path) as tmp:  # = + - @ cells as text (spreadsheet formula injection)
         escape_frame(df).to_csv(tmp, index=False, lineterminator="\n")

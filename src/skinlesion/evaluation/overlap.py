@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from skinlesion.data.manifest import manifest_path, read_manifest
+from skinlesion.runspec import training_data_dir
 from skinlesion.utils.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -80,8 +82,6 @@ def load_training_images(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any
         except (OSError, json.JSONDecodeError) as exc:
             logger.warning("%s: unreadable (%s); cannot check train/test overlap", path, exc)
             return None, f"{path} (unreadable)"
-    from skinlesion.data.manifest import manifest_path, read_manifest
-    from skinlesion.runspec import training_data_dir
 
     data_dir = training_data_dir(run)
     if data_dir is None:

@@ -10,6 +10,7 @@ a figure into PNG bytes for the report.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from skinlesion.data.images import open_image
 from skinlesion.evaluation.metrics import as_arrays
 
 if TYPE_CHECKING:
@@ -47,7 +49,6 @@ def _plain_text(fn: Callable[..., Any]) -> Callable[..., Any]:
     A label such as ``$\\undefinedmacro$`` otherwise makes matplotlib's mathtext parser
     raise while the figure is saved, and ``evaluate`` would end without a report.
     """
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -293,7 +294,6 @@ def plot_roc_comparison(y_true: ArrayLike, probabilities: Mapping[str, ArrayLike
 
 
 def _thumbnail(path: str, size: int) -> np.ndarray:
-    from skinlesion.data.images import open_image
 
     img = open_image(path, draft_size=size)
     img.thumbnail((size, size))

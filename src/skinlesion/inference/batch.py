@@ -36,6 +36,10 @@ from typing import Any
 import numpy as np
 
 from skinlesion.data.extensions import IMAGE_EXTENSIONS
+from skinlesion.data.images import ImageError
+from skinlesion.inference.predictor import Predictor
+from skinlesion.runspec import require_run
+from skinlesion.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +61,11 @@ class PredictorActor:
     """
 
     def __init__(self, run_dir: str, tta: int = 1) -> None:
-        from skinlesion.inference.predictor import Predictor
 
         self.predictor = Predictor.from_run(run_dir)
         self.tta = int(tta)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from skinlesion.data.images import ImageError
 
         paths = [str(p) for p in batch["path"]]
         arrays: list[np.ndarray] = []
@@ -158,7 +160,6 @@ def predict_at_scale(
         import ray
     except ImportError as exc:
         raise ImportError(RAY_MISSING) from exc
-    from skinlesion.runspec import require_run
 
     run = require_run(run_dir)
     if not ray.is_initialized():
@@ -174,7 +175,6 @@ def predict_at_scale(
         return BatchResult(output=target, images=count[0], failed=count[1], malignant=None)
     frame = results.to_pandas()
     frame = frame.sort_values("path", kind="stable").reset_index(drop=True)[list(COLUMNS)]
-    from skinlesion.utils.atomic import atomic_path
 
     with atomic_path(Path(target)) as tmp:
         from skinlesion.utils.safe_text import escape_frame

@@ -37,6 +37,7 @@ the identity view only, whatever TTA the prediction used.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from skinlesion.models.classifier import (
     BACKBONE_NAME,
@@ -229,7 +231,6 @@ def overlay(image: Any, heatmap: np.ndarray, *, alpha: float = DEFAULT_ALPHA,
         ``(H', W', 3)`` uint8 RGB.
     """
     from matplotlib import colormaps
-    from PIL import Image
 
     pil = image if isinstance(image, Image.Image) else Image.fromarray(
         np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8))
@@ -292,7 +293,6 @@ def heatmap_panel(image: Any, heatmap: np.ndarray, *, title: str, alpha: float =
 
 
 def _as_rgb_image(image: Any) -> Any:
-    from PIL import Image
 
     pil = image if isinstance(image, Image.Image) else Image.fromarray(
         np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8))
@@ -301,9 +301,7 @@ def _as_rgb_image(image: Any) -> Any:
 
 def png_bytes(rgb: np.ndarray) -> bytes:
     """Encode an ``(H, W, 3)`` uint8 array as PNG."""
-    import io
 
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
@@ -330,7 +328,6 @@ def _image_logit(model: Any, head: Any, n_features: int) -> tuple[Any, Any, bool
         ``(kernel (F, 1), bias (1,), exact)`` as float32 constants; ``exact`` is False when
         the score is not the logit of P(malignant) itself.
     """
-    import numpy as np
     import tensorflow as tf
 
     kernel = np.asarray(head.kernel, np.float32)

@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+from PIL import Image
 
 from skinlesion import INTENDED_USE
+from skinlesion.data.pipeline import to_model_input
+from skinlesion.display import PredictionDisplay, escape, html_table, img_tag, thumbnail
 from skinlesion.inference.predictor import Predictor as _BasePredictor
 
 if TYPE_CHECKING:
@@ -73,7 +77,6 @@ class Prediction:
         Returns:
             The display (``figure_``, ``axes_``).
         """
-        from skinlesion.display import PredictionDisplay
 
         return PredictionDisplay(self.image, self.overlay, self.probability, self.threshold,
                                  self.decision, title=self.name).plot(ax=ax)
@@ -87,7 +90,6 @@ class Prediction:
         return out
 
     def _repr_html_(self) -> str:
-        from skinlesion.display import escape, img_tag
 
         fig = self.plot().figure_
         assert fig is not None  # plot() always sets it
@@ -149,10 +151,7 @@ class Predictor(_BasePredictor):
             ImageError: if the file or bytes are not a readable image.
             ValueError: on an array that is not ``(H, W, 3)``.
         """
-        from PIL import Image
 
-        from skinlesion.data.pipeline import to_model_input
-        from skinlesion.display import thumbnail
 
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[-1] != 3:
@@ -183,14 +182,12 @@ class Predictor(_BasePredictor):
         A file that cannot be read gets its ``error`` and never stops the others.
         ``metadata``: one ``{"age", "sex", "site"}`` dict (or None) per path.
         """
-        import pandas as pd
 
         rows = self.predict_files(paths, tta=tta, batch_size=batch_size, metadata=metadata)
         return pd.DataFrame([r.to_dict() for r in rows],
                             columns=["path", "probability", "decision", "error"])
 
     def _repr_html_(self) -> str:
-        from skinlesion.display import escape, html_table
 
         s = self.spec
         return (f"<div><b>Predictor</b> {escape(self.model_id)}"

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 _KEY_COLUMNS = ("path", "filepath", "file_path", "filename", "file_name", "file", "image_path")
 _ID_COLUMNS = ("image_id", "isic_id", "image_name", "image", "id")
 _FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -40,7 +42,6 @@ class MetadataTable:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        import pandas as pd
 
         self.path = Path(path)
         try:

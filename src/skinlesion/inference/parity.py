@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from skinlesion.data.manifest import MANIFEST_NAME, read_manifest, resolve_paths
+from skinlesion.data.metadata import SEX_VALUES, SITE_VALUES
+from skinlesion.inference.predictor import ImageError, Predictor, find_images
 
 if TYPE_CHECKING:
     from skinlesion.inference.predictor import Predictor
@@ -78,10 +84,7 @@ def sample_images(source: str | os.PathLike[str], n: int, *, seed: int = 0,
     Raises:
         ParityError: if ``source`` holds no images.
     """
-    import pandas as pd
 
-    from skinlesion.data.manifest import MANIFEST_NAME, read_manifest, resolve_paths
-    from skinlesion.inference.predictor import find_images
 
     root = Path(source)
     if (root / MANIFEST_NAME).is_file():
@@ -132,7 +135,6 @@ def load_sample(predictor: Predictor, sample: ImageSample) -> tuple[np.ndarray, 
     Returns:
         ``(images (N, S, S, 3) float32, labels or None, skipped messages)``.
     """
-    from skinlesion.inference.predictor import ImageError
 
     images, keep, skipped = [], [], []
     for i, p in enumerate(sample.paths):
@@ -152,7 +154,6 @@ def parity_metadata(predictor: Predictor, n: int) -> np.ndarray | None:
     unknown ages, sexes and sites (every field and the all-unknown row are exercised)."""
     if not predictor.uses_metadata:
         return None
-    from skinlesion.data.metadata import SEX_VALUES, SITE_VALUES
 
     ages = ["", "25", "45", "65", "85"]
     rows = [{"age": ages[i % len(ages)], "sex": ([*SEX_VALUES, ""])[i % 3],
@@ -181,9 +182,7 @@ def check_parity(predictor: Predictor, runtime: Runtime, images: np.ndarray,
         (None without labels of both classes), ``criteria`` (from ``CRITERIA``),
         ``failed_criteria`` and ``passed``.
     """
-    from sklearn.metrics import roc_auc_score
 
-    from skinlesion.inference.predictor import Predictor
 
     keras_pred = predictor.with_runtime("keras")
     meta = parity_metadata(keras_pred, len(images))

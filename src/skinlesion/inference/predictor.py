@@ -18,10 +18,11 @@ pipeline uses, so a file gives the same array here as in training — and fed as
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,10 +34,17 @@ from skinlesion.data.extensions import IMAGE_EXTENSIONS
 from skinlesion.data.images import MAX_PIXELS as MAX_IMAGE_PIXELS
 from skinlesion.data.images import ImageError
 from skinlesion.data.pipeline import decode_for_model, to_model_input
+from skinlesion.inference.runtimes import (
+    EXTRA_HINT,
+    RuntimeUnavailable,
+    open_artefact,
+    select_runtime,
+)
 from skinlesion.inference.scope import DEFAULT_SCOPE, OUT_OF_SCOPE, ScopeRule
 from skinlesion.inference.tta import check_tta, dihedral_view
 from skinlesion.runspec import MODEL_FILE, ModelSpec, RunError, require_run
 from skinlesion.utils.memory import release_freed_memory
+from skinlesion.utils.progress import Progress, Tally
 
 if TYPE_CHECKING:
     import keras
@@ -111,7 +119,6 @@ def find_images(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], l
         ``(paths, problems)``: the image paths in a stable order without duplicates, and a
         message for each input that matched nothing.
     """
-    import glob
 
     paths: list[Path] = []
     problems: list[str] = []
@@ -159,7 +166,6 @@ def _glob_no_symlink_dirs(pattern: str) -> Iterator[Path]:
     folders; a symlinked *file* is still matched. Hidden entries are skipped, as
     ``glob`` does.
     """
-    import glob
 
     parts = Path(pattern).parts
     first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
@@ -285,12 +291,6 @@ class Predictor:
             RunError: if the folder is not a finished run, the model cannot be loaded, or an
                 explicitly requested runtime has no artefact or package.
         """
-        from skinlesion.inference.runtimes import (
-            EXTRA_HINT,
-            RuntimeUnavailable,
-            open_artefact,
-            select_runtime,
-        )
 
         run = require_run(run_dir)
         spec = ModelSpec.load(run)
@@ -592,7 +592,7 @@ class Predictor:
         *,
         tta: int = 1,
         batch_size: int = 32,
-        progress: Callable[[int], None] | None = None,
+        progress: Progress | None = None,
         workers: int = 2,
         metadata: Sequence[dict[str, Any] | None] | None = None,
         check_scope: bool = True,
@@ -607,7 +607,8 @@ class Predictor:
             paths: Image files.
             tta: Dihedral views averaged (1, 2, 4 or 8). Defaults to 1.
             batch_size: Images per forward pass. Defaults to 32.
-            progress: Called with the number of files just finished, after each batch.
+            progress: Gets a count event of task ``"predict"`` after each batch (total = the
+                number of paths when known).
             workers: Decoding threads. Defaults to 2.
             metadata: One ``{"age", "sex", "site"}`` dict (or None) per path, in order, for a
                 model that uses clinical metadata; None = unknown for every image.
@@ -632,6 +633,7 @@ class Predictor:
                 return f"{p}: {type(exc).__name__}: {exc}"
 
         meta_iter = iter(metadata) if metadata is not None else None
+        tally = Tally(progress, "predict", len(paths) if isinstance(paths, Sized) else None)
 
         def chunks() -> Iterator[tuple[list[str], list[dict[str, Any] | None]]]:
             buf: list[str] = []
@@ -660,8 +662,8 @@ class Predictor:
                 loaded = [f.result() for f in futures]
                 pending = submit()  # decode the next batch while this one runs
                 yield from self._predict_loaded(names, loaded, tta, metas)
-                if progress is not None:
-                    progress(len(names))
+                tally.add(len(names))
+        tally.close()
 
     def _predict_loaded(self, names: Sequence[str], loaded: Sequence[np.ndarray | str],
                         tta: int, metas: Sequence[dict[str, Any] | None] | None = None,
@@ -701,7 +703,7 @@ class Predictor:
         *,
         tta: int = 1,
         batch_size: int = 32,
-        progress: Callable[[int], None] | None = None,
+        progress: Progress | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
         check_scope: bool = True,
     ) -> list[PredictionRow]:

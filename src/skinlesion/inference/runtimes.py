@@ -39,6 +39,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from skinlesion.runspec import MODEL_FILE
+from skinlesion.utils.quiet import native_stderr_to_log
+
 if TYPE_CHECKING:
     import keras
 
@@ -211,7 +214,6 @@ class TFLiteRuntime(_Base):
         self.name = name
         self.path = Path(path)
         self.num_threads = num_threads or cpu_threads()
-        from skinlesion.utils.quiet import native_stderr_to_log
 
         # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++:
         # a debug-level fact, not something to show a user.
@@ -422,7 +424,6 @@ def select_runtime(run_dir: str | os.PathLike[str] | None, requested: str = "aut
         if requested == "auto":
             return Selection("keras", None)
         raise RuntimeUnavailable(f"runtime {requested} needs a run folder with its export")
-    from skinlesion.runspec import MODEL_FILE
 
     digest = model_digest(Path(run_dir) / MODEL_FILE)
     if requested != "auto":

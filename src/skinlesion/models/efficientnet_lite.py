@@ -342,6 +342,8 @@ def efficientnet_lite(
     Raises:
         skinlesion.models.weights.WeightsError: Weights missing, unreadable or mismatched.
     """
+
+    # Lazy: models/weights.py imports this module (the PyTorch-port weight mapping).
     from skinlesion.models import weights as w
 
     model = build_efficientnet_lite(variant, input_shape, include_top=with_top,

@@ -27,7 +27,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from skinlesion.models.efficientnet_lite import assign_torch_state_dict
 from skinlesion.models.registry import WeightsArg
+from skinlesion.models.torch_checkpoint import CheckpointError, load_state_dict
+from skinlesion.utils.atomic import atomic_path
 
 if TYPE_CHECKING:
     import keras
@@ -176,8 +179,6 @@ def load_weights_file(model: keras.Model, path: str | os.PathLike[str]) -> None:
 
 
 def _convert_lite(model: keras.Model, name: str, checkpoint: Path) -> None:
-    from skinlesion.models.efficientnet_lite import assign_torch_state_dict
-    from skinlesion.models.torch_checkpoint import CheckpointError, load_state_dict
 
     try:
         state_dict = load_state_dict(checkpoint)
@@ -241,7 +242,6 @@ def load_lite_imagenet(model: keras.Model, name: str, include_top: bool = False)
 
 
 def _write_cache(model: keras.Model, cache: Path) -> None:
-    from skinlesion.utils.atomic import atomic_path
 
     try:
         # The temporary name must end in .weights.h5: Keras picks the format from it.

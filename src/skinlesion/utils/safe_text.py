@@ -21,6 +21,8 @@ import os
 import re
 from typing import Any
 
+import pandas as pd
+
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 """Leading characters that make a spreadsheet treat a cell as a formula."""
 
@@ -53,7 +55,6 @@ def escape_frame(df: Any) -> Any:
 
 
 def _is_text(column: Any) -> bool:
-    import pandas as pd
 
     return column.dtype == object or pd.api.types.is_string_dtype(column.dtype)
 

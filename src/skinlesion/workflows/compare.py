@@ -24,7 +24,8 @@ from skinlesion.evaluation.metrics import json_safe
 from skinlesion.evaluation.operating_point import ThresholdRule
 from skinlesion.inference.predictor import Predictor
 from skinlesion.runspec import EVAL_DIR, ModelSpec, require_run
-from skinlesion.workflows.scoring import Progress, operating_point, predict_manifest, split_rows
+from skinlesion.utils.progress import Progress, relabel
+from skinlesion.workflows.scoring import operating_point, predict_manifest, split_rows
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
         out: Output folder (default ``<first run>/eval/compare``).
         seed: Bootstrap seed.
         batch_size: Images per forward pass.
-        progress: Called with the number of images just scored.
+        progress: Gets count events, one task per run (``"scoring <run>"``).
         exclude_overlap: Leave out images that any run was trained or validated on.
 
     Returns:
@@ -71,7 +72,8 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], data_dir: str | os.
         predictor = Predictor.from_run(run)
         specs[name] = predictor.spec
         scored[name], err = predict_manifest(predictor, rows, data_dir, tta=tta,
-                                             batch_size=batch_size, progress=progress)
+                                             batch_size=batch_size,
+                                             progress=relabel(progress, f"scoring {name}"))
         errors.append(err.assign(run=name))
         operating[name] = operating_point(predictor, rule, manifest, data_dir, split,
                                           scored[name], tta=tta, batch_size=batch_size)

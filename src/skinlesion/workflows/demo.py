@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from skinlesion.data.prepare import PrepareSettings, prepare
 from skinlesion.demo import sample_dir
 from skinlesion.training.config import load_config
 from skinlesion.training.trainer import train
+from skinlesion.utils.progress import Progress
+from skinlesion.utils.progress import say as report_steps
 from skinlesion.workflows.evaluate import evaluate_run
 
 DEMO_OVERRIDES: dict[str, Any] = {
@@ -30,19 +31,19 @@ DEMO_OVERRIDES: dict[str, Any] = {
 
 
 def run_demo(out: str | Path, *, overwrite: bool = True,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             progress: Progress | None = None) -> dict[str, Any]:
     """Run the whole demo into ``out`` and return its headline numbers and paths.
 
     Args:
         out: Folder for ``data/``, ``run/`` and the report.
         overwrite: Replace an earlier demo in ``out`` (else an earlier run is an error).
-        progress: Called with a short message at each step.
+        progress: Gets a step message (task ``"demo"``) at each step.
 
     Returns:
         ``report`` (path of report.html), ``run_dir``, ``data_dir``, ``test_roc_auc``,
         ``test_n`` and ``seconds``.
     """
-    say = progress or (lambda msg: None)
+    say = report_steps(progress, "demo")
     t0 = time.perf_counter()
     out = Path(out)
     data_dir, run_dir = out / "data", out / "run"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ from skinlesion.models.classifier import INPUT_NAME, METADATA_INPUT
 from skinlesion.runspec import MODEL_FILE, SPEC_FILE, ModelSpec, RunError, require_run
 from skinlesion.utils.atomic import atomic_path
 from skinlesion.utils.hashing import sha256_file
+from skinlesion.utils.progress import Progress
+from skinlesion.utils.progress import say as report_steps
 from skinlesion.utils.versions import git_commit, library_versions
 from skinlesion.workflows.scoring import predict_manifest
 
@@ -104,7 +106,7 @@ def build_ensemble_model(models: Sequence[Any], specs: Sequence[ModelSpec]) -> A
 
 def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
                    data_dir: str | os.PathLike[str], target_sensitivity: float = 0.90,
-                   overwrite: bool = False, progress: Callable[[str], None] | None = None,
+                   overwrite: bool = False, progress: Progress | None = None,
                    ) -> ModelSpec:
     """Write the ensemble of ``members`` as the run directory ``out``.
 
@@ -114,7 +116,7 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
         data_dir: Prepared data folder whose validation split fits the threshold.
         target_sensitivity: Validation sensitivity the threshold must reach.
         overwrite: Replace an existing run in ``out``.
-        progress: Called with a short message at each step.
+        progress: Gets a step message (task ``"ensemble"``) at each step.
 
     Returns:
         The ensemble's ``ModelSpec`` (also written to ``out``).
@@ -129,7 +131,7 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
     import skinlesion.models.layers
     import skinlesion.models.preprocessing  # noqa: F401  (custom layers the members need)
 
-    say = progress or (lambda msg: None)
+    say = report_steps(progress, "ensemble")
     if len(members) < 2:
         raise RunError("an ensemble needs at least two member runs")
     runs = [require_run(m) for m in members]

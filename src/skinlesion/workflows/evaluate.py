@@ -36,7 +36,8 @@ from skinlesion.evaluation.metrics import EvalResult, json_safe
 from skinlesion.evaluation.operating_point import ThresholdRule
 from skinlesion.inference.predictor import Predictor
 from skinlesion.runspec import EVAL_DIR, require_run
-from skinlesion.workflows.scoring import Progress, operating_point, predict_manifest, split_rows
+from skinlesion.utils.progress import Progress
+from skinlesion.workflows.scoring import operating_point, predict_manifest, split_rows
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[st
         out: Output folder (default ``RUN_DIR/eval``).
         seed: Bootstrap seed.
         batch_size: Images per forward pass.
-        progress: Called with the number of images just scored.
+        progress: Gets count events (task ``"scoring"``) as images are scored.
         predictor: An already loaded predictor for ``run_dir`` (else loaded here).
         exclude_overlap: Leave out images the run was trained or validated on (found by
             hash and id, see ``overlap.py``); by default they are scored and flagged.

@@ -44,6 +44,7 @@ from skinlesion.inference.parity import (
 from skinlesion.inference.predictor import Predictor
 from skinlesion.runspec import MODEL_FILE, SPEC_FILE, training_data_dir
 from skinlesion.utils.atomic import atomic_write_json
+from skinlesion.utils.progress import Progress, say
 
 
 def default_out_dir(run_dir: str | os.PathLike[str], fmt: str, quantize: str | None) -> Path:
@@ -64,7 +65,7 @@ def export_run(
     skip_check: bool = False,
     seed: int = 0,
     predictor: Predictor | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> ExportResult:
     """Export a run, check it against the Keras model, and write it atomically.
 
@@ -84,7 +85,7 @@ def export_run(
         skip_check: Export without a parity check (``parity.json`` says so).
         seed: Sampling seed for both samples.
         predictor: An already loaded Predictor for ``run_dir`` (saves loading it again).
-        progress: Called with a short message before each step.
+        progress: Gets a step message (task ``"export"``) before each step.
 
     Returns:
         The ``ExportResult``.
@@ -96,7 +97,7 @@ def export_run(
     """
     _check_options(fmt, quantize)
     require_libraries(fmt, check=not skip_check)  # first: before minutes of conversion
-    step = progress or (lambda _msg: None)
+    step = say(progress, "export")
     # The reference is always the Keras model, whatever runtime a caller's Predictor uses.
     pred = (predictor or Predictor.from_run(run_dir, runtime="keras")).with_runtime("keras")
     target = Path(out) if out is not None else default_out_dir(run_dir, fmt, quantize)

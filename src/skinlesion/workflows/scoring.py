@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,9 @@ from skinlesion.evaluation.evaluate import (
 from skinlesion.evaluation.operating_point import ThresholdRule
 from skinlesion.evaluation.overlap import overlap_summary
 from skinlesion.inference.predictor import Predictor
+from skinlesion.utils.progress import Progress, relabel
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[int], None]
-"""Called with the number of images just scored."""
-
 
 def predict_manifest(predictor: Predictor, rows: pd.DataFrame, data_dir: str | os.PathLike[str],
                      *, tta: int = 1, batch_size: int = 32,
@@ -49,7 +46,8 @@ def predict_manifest(predictor: Predictor, rows: pd.DataFrame, data_dir: str | o
     files = resolve_paths(rows, data_dir)
     meta = None if withhold_metadata or not predictor.uses_metadata else metadata_records(rows)
     # A test set is scored whole: the out-of-scope guard is for deployment, not evaluation.
-    results = predictor.predict_files(files, tta=tta, batch_size=batch_size, progress=progress,
+    results = predictor.predict_files(files, tta=tta, batch_size=batch_size,
+                                      progress=relabel(progress, "scoring"),
                                       metadata=meta, check_scope=False)
     out = rows.copy()
     out["file"] = files
