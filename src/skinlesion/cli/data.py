@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from skinlesion.cli._common import err_console, fail, print_json
-from skinlesion.data.formats import FORMAT_NAMES
+from skinlesion.data.layouts.base import SourceError
+from skinlesion.data.layouts.detect import FORMAT_NAMES
 
 
 def register(app: typer.Typer) -> None:
@@ -97,7 +98,6 @@ def prepare_command(
         TimeRemainingColumn,
     )
 
-    from skinlesion.data.formats import SourceError
     from skinlesion.data.manifest import ManifestError
     from skinlesion.data.prepare import PrepareError, PrepareSettings, prepare
 

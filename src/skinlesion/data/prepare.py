@@ -38,9 +38,10 @@ from typing import Any
 import pandas as pd
 
 from skinlesion import INTENDED_USE, __version__
-from skinlesion.data.formats import CANDIDATE_FIELDS, SourceError, SourceRows, read_source
 from skinlesion.data.images import MAX_PIXELS, ImageError, read_image_bytes
 from skinlesion.data.labels import LabelMap
+from skinlesion.data.layouts.base import CANDIDATE_FIELDS, SourceError, SourceRows
+from skinlesion.data.layouts.detect import read_source
 from skinlesion.data.manifest import MANIFEST_COLUMNS, write_manifest
 from skinlesion.data.metadata_tables import (
     MetadataJoin,
@@ -153,7 +154,7 @@ def prepare(
 
     Args:
         sources: Folders or CSV files, each in one of the layouts of
-            :mod:`skinlesion.data.formats`. Several combine into one manifest; on a
+            :mod:`skinlesion.data.layouts`. Several combine into one manifest; on a
             duplicate, the earlier source wins.
         out_dir: The data folder to write (created if needed).
         settings: Run settings (defaults: auto-detect, 80/10/10, seed 1, 512 px).
