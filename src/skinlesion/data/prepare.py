@@ -202,30 +202,17 @@ def prepare(
         _fail_strict(out, read, candidates, rejected, notes, settings, started)
 
     # === Split ===
-    split, split_notes = assign_splits(candidates, settings.fractions, settings.seed,
-                                       given=candidates["split"])
-    candidates["split"] = split
-    notes += split_notes
-    if settings.folds:
-        candidates["fold"] = assign_folds(candidates, settings.folds, settings.seed)
+    notes += _split(candidates, settings)
 
     # === Write ===
     manifest = _manifest_frame(candidates)
     manifest_path = write_manifest(manifest, out)
     report = _report(read, manifest, rejected, notes, settings, started, reused=reused,
                      kept_by_source=Counter(candidates["source_path"]))
-    report["settings"]["metadata"] = [os.fspath(p) for p in sidecars]
-    report.update(_metadata_report(manifest, joined))
-    report["counts"]["metadata_issues"] = len(report["metadata_issues"])
+    _add_metadata_report(report, manifest, joined, sidecars)
     report["manifest_sha256"] = sha256_file(manifest_path)
     report_path = atomic_write_json(out / REPORT_NAME, report)
-    summary = _summary(report, manifest_path)
-    metadata_summary = coverage_summary(report["metadata_coverage"],
-                                        len(report["metadata_issues"]))
-    logger.info(summary)
-    logger.info(metadata_summary)
-    return PrepareResult(manifest, report, manifest_path, report_path, summary,
-                         metadata_summary)
+    return _result(manifest, report, manifest_path, report_path)
 
 
 # === Steps ===
@@ -412,6 +399,16 @@ def output_names(image_ids: Sequence[str]) -> list[str]:
     return names
 
 
+def _split(df: pd.DataFrame, settings: PrepareSettings) -> list[str]:
+    """Set the ``split`` column (a source's own split kept where it has one) and, with
+    ``folds``, the ``fold`` column; return the notes of the split."""
+    split, split_notes = assign_splits(df, settings.fractions, settings.seed, given=df["split"])
+    df["split"] = split
+    if settings.folds:
+        df["fold"] = assign_folds(df, settings.folds, settings.seed)
+    return split_notes
+
+
 def _manifest_frame(df: pd.DataFrame) -> pd.DataFrame:
     extra = ["original_path", "sha256", "width", "height"]
     if (df["source_full"].astype(str) != "").any():
@@ -522,6 +519,26 @@ def _metadata_report(manifest: pd.DataFrame, joined: MetadataJoin) -> dict[str, 
         "metadata_issues": kept_only(joined.issues, ids),
         "metadata_conflicts": kept_only(joined.conflicts, ids),
     }
+
+
+def _add_metadata_report(report: dict[str, Any], manifest: pd.DataFrame, joined: MetadataJoin,
+                         sidecars: list[Path]) -> None:
+    """Add the sidecars given, the metadata report and the metadata issue count to ``report``."""
+    report["settings"]["metadata"] = [os.fspath(p) for p in sidecars]
+    report.update(_metadata_report(manifest, joined))
+    report["counts"]["metadata_issues"] = len(report["metadata_issues"])
+
+
+def _result(manifest: pd.DataFrame, report: dict[str, Any], manifest_path: Path,
+            report_path: Path) -> PrepareResult:
+    """The :class:`PrepareResult` of a finished run, its two summary lines logged."""
+    summary = _summary(report, manifest_path)
+    metadata_summary = coverage_summary(report["metadata_coverage"],
+                                        len(report["metadata_issues"]))
+    logger.info(summary)
+    logger.info(metadata_summary)
+    return PrepareResult(manifest, report, manifest_path, report_path, summary,
+                         metadata_summary)
 
 
 def _summary(report: dict[str, Any], manifest_path: Path) -> str:
