@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinlesion.data.formats import SourceError, detect_format, read_source, read_table
 from skinlesion.data.labels import LabelMap
+from skinlesion.data.layouts.base import SourceError
+from skinlesion.data.layouts.detect import detect_format, read_source
+from skinlesion.data.layouts.tables import read_table
 
 _seed = itertools.count(1)
 

@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from skinlesion.cli.main import app
-from skinlesion.data.formats import SourceError, detect_format, read_source
 from skinlesion.data.labels import LabelMap
+from skinlesion.data.layouts.base import SourceError
+from skinlesion.data.layouts.detect import detect_format, read_source
 from skinlesion.data.manifest import read_manifest
 from skinlesion.data.metadata import (
     HAM_LOCALIZATION,

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from skinlesion.cli.main import app
-from skinlesion.data.formats import SourceError
+from skinlesion.data.layouts.base import SourceError
 from skinlesion.data.manifest import read_manifest
 from skinlesion.data.prepare import PrepareError, PrepareSettings, output_names, prepare
 from test_data_formats import img, make_archive, make_isic2019, make_isic2020, make_udacity, write

@@ -238,7 +238,7 @@ def test_builtin_registry_lists_the_issue_datasets_with_sources_and_licences() -
     isic2020 = {f.name for f in registry.get("isic2020").files}
     assert {"ISIC_2020_Training_JPEG.zip", "ISIC_2020_Training_GroundTruth_v2.csv",
             "ISIC_2020_Training_Duplicates.csv"} == isic2020
-    from skinlesion.data.formats import FORMATS
+    from skinlesion.data.layouts.detect import FORMATS
 
     for spec in registry:
         assert spec.licence in {"CC-0", "CC-BY-NC 4.0"}

@@ -212,8 +212,8 @@ def test_prepare_and_predict_pick_up_the_same_image_files(tmp_path: Path) -> Non
     from PIL import Image
 
     from skinlesion.data.extensions import IMAGE_EXTENSIONS
-    from skinlesion.data.formats import ImageIndex
     from skinlesion.data.images import SUPPORTED_FORMATS
+    from skinlesion.data.layouts.files import ImageIndex
 
     registered = Image.registered_extensions()
     for ext in sorted(IMAGE_EXTENSIONS - {".heic", ".heif"}):  # HEIF: pillow-heif, optional

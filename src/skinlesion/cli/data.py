@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 from skinlesion.cli._common import err_console, fail, print_json
-from skinlesion.data.formats import FORMAT_NAMES
+from skinlesion.data.layouts.base import SourceError
+from skinlesion.data.layouts.detect import FORMAT_NAMES
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from skinlesion.data.prepare import PrepareError, PrepareResult
 
 
 def register(app: typer.Typer) -> None:
@@ -87,17 +95,8 @@ def prepare_command(
 
     Splits are grouped by patient and lesion id and stratified by label and source. Rows that cannot be used are skipped and listed in DATA_DIR/prepare_report.json.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TaskID
 
-    from skinlesion.data.formats import SourceError
     from skinlesion.data.manifest import ManifestError
     from skinlesion.data.prepare import PrepareError, PrepareSettings, prepare
 
@@ -105,10 +104,7 @@ def prepare_command(
         fmt=fmt, label_map=_parse_label_map(",".join(label_map)) if label_map else {},
         fractions=_parse_split(split), seed=seed, folds=folds, size=size, quality=quality,
         workers=workers, strict=strict)
-    columns = (TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True,
-                  disable=as_json or not err_console.is_terminal) as bar:
+    with _stage_bars(disable=as_json or not err_console.is_terminal) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -120,11 +116,7 @@ def prepare_command(
             result = prepare(sources, out, settings, progress=progress, metadata=metadata)
         except PrepareError as exc:
             bar.stop()
-            if as_json:
-                import json
-
-                print_json(json.loads(exc.report_path.read_text(encoding="utf-8")))
-            fail(exc.summary, code=1)
+            _exit_strict(exc, as_json)
         except (SourceError, ManifestError, ValueError) as exc:
             bar.stop()
             fail(str(exc), code=2)
@@ -136,26 +128,55 @@ def prepare_command(
     if as_json:
         print_json({**result.report, **({"tfrecords": index} if tfrecords else {})})
     else:
-        colour = "yellow" if result.report["counts"]["rejected"] else "green"
-        err_console.print(f"[{colour}]prepared[/] {result.summary}", highlight=False, soft_wrap=True)
-        issues = result.report["counts"]["metadata_issues"]
-        err_console.print(f"[{'yellow' if issues else 'green'}]metadata[/] "
-                          f"{result.metadata_summary.removeprefix('metadata ')}"
-                          f"{f' (see {result.report_path.name})' if issues else ''}",
-                          highlight=False, soft_wrap=True)
-        from skinlesion.utils.safe_text import terminal_text
+        _print_prepared(result, out, index if tfrecords else None)
 
-        for warning in result.report["warnings"][:5]:
-            err_console.print(f"[yellow]warning:[/] {terminal_text(warning)}", highlight=False)
-        if len(result.report["warnings"]) > 5:
-            err_console.print(f"[yellow]… {len(result.report['warnings']) - 5} more warnings in "
-                              f"{result.report_path}[/]", highlight=False)
-        if tfrecords:
-            counts = ", ".join(f"{name} {len(e['shards'])} × ~{e['images'] // len(e['shards'])}"
-                               for name, e in index["splits"].items())
-            err_console.print(f"[green]wrote[/] TFRecord shards ({counts} images) → "
-                              f"{out / 'tfrecords'}", highlight=False)
-        typer.echo(str(result.manifest_path))
+
+def _stage_bars(disable: bool) -> Progress:
+    """A transient progress bar per ``prepare`` stage on stderr."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=err_console, transient=True, disable=disable)
+
+
+def _exit_strict(exc: PrepareError, as_json: bool) -> NoReturn:
+    """Exit 1 after a ``--strict`` failure; with ``--json`` the report goes to stdout first."""
+    if as_json:
+        print_json(json.loads(exc.report_path.read_text(encoding="utf-8")))
+    fail(exc.summary, code=1)
+
+
+def _print_prepared(result: PrepareResult, out: Path, index: dict[str, Any] | None) -> None:
+    """The human summary on stderr (counts, metadata, the first warnings, the TFRecord
+    shards when ``index`` is given) and the manifest path on stdout."""
+    from skinlesion.utils.safe_text import terminal_text
+
+    colour = "yellow" if result.report["counts"]["rejected"] else "green"
+    err_console.print(f"[{colour}]prepared[/] {result.summary}", highlight=False, soft_wrap=True)
+    issues = result.report["counts"]["metadata_issues"]
+    err_console.print(f"[{'yellow' if issues else 'green'}]metadata[/] "
+                      f"{result.metadata_summary.removeprefix('metadata ')}"
+                      f"{f' (see {result.report_path.name})' if issues else ''}",
+                      highlight=False, soft_wrap=True)
+    for warning in result.report["warnings"][:5]:
+        err_console.print(f"[yellow]warning:[/] {terminal_text(warning)}", highlight=False)
+    if len(result.report["warnings"]) > 5:
+        err_console.print(f"[yellow]… {len(result.report['warnings']) - 5} more warnings in "
+                          f"{result.report_path}[/]", highlight=False)
+    if index is not None:
+        counts = ", ".join(f"{name} {len(e['shards'])} × ~{e['images'] // len(e['shards'])}"
+                           for name, e in index["splits"].items())
+        err_console.print(f"[green]wrote[/] TFRecord shards ({counts} images) → "
+                          f"{out / 'tfrecords'}", highlight=False)
+    typer.echo(str(result.manifest_path))
 
 
 def show_batch_command(

@@ -33,14 +33,8 @@ from typing import Any
 import pandas as pd
 
 from skinlesion.data.extensions import IMAGE_EXTENSIONS
-from skinlesion.data.formats import (
-    _ID_COLUMNS,
-    _PATH_COLUMNS,
-    SourceError,
-    SourceRows,
-    _first,
-    read_table,
-)
+from skinlesion.data.layouts.base import SourceError, SourceRows
+from skinlesion.data.layouts.tables import ID_COLUMNS, PATH_COLUMNS, first_column, read_table
 from skinlesion.data.metadata import (
     ID_FIELDS,
     METADATA_COLUMNS,
@@ -116,12 +110,12 @@ def read_metadata_table(path: str | os.PathLike[str]) -> MetadataTable:
         raise SourceError(f"{p}: metadata table not found")
     df = read_table(p)
     cols = list(df.columns)
-    id_col = _first(cols, _ID_COLUMNS) or _first(cols, _PATH_COLUMNS)
+    id_col = first_column(cols, ID_COLUMNS) or first_column(cols, PATH_COLUMNS)
     if id_col is None:
         raise SourceError(f"{p}: a metadata table needs an image id column (one of "
-                          f"{list(_ID_COLUMNS)}, or a path column); columns found: {cols}")
+                          f"{list(ID_COLUMNS)}, or a path column); columns found: {cols}")
     columns = {name: col for name, names in METADATA_COLUMNS.items()
-               if (col := _first(cols, names)) is not None}
+               if (col := first_column(cols, names)) is not None}
     if not columns:
         wanted = sorted({c for names in METADATA_COLUMNS.values() for c in names})
         raise SourceError(f"{p}: no metadata column (any of {wanted}); columns found: {cols}")

@@ -38,9 +38,10 @@ from typing import Any
 import pandas as pd
 
 from skinlesion import INTENDED_USE, __version__
-from skinlesion.data.formats import CANDIDATE_FIELDS, SourceError, SourceRows, read_source
 from skinlesion.data.images import MAX_PIXELS, ImageError, read_image_bytes
 from skinlesion.data.labels import LabelMap
+from skinlesion.data.layouts.base import CANDIDATE_FIELDS, SourceError, SourceRows
+from skinlesion.data.layouts.detect import read_source
 from skinlesion.data.manifest import MANIFEST_COLUMNS, write_manifest
 from skinlesion.data.metadata_tables import (
     MetadataJoin,
@@ -153,7 +154,7 @@ def prepare(
 
     Args:
         sources: Folders or CSV files, each in one of the layouts of
-            :mod:`skinlesion.data.formats`. Several combine into one manifest; on a
+            :mod:`skinlesion.data.layouts`. Several combine into one manifest; on a
             duplicate, the earlier source wins.
         out_dir: The data folder to write (created if needed).
         settings: Run settings (defaults: auto-detect, 80/10/10, seed 1, 512 px).
@@ -201,30 +202,17 @@ def prepare(
         _fail_strict(out, read, candidates, rejected, notes, settings, started)
 
     # === Split ===
-    split, split_notes = assign_splits(candidates, settings.fractions, settings.seed,
-                                       given=candidates["split"])
-    candidates["split"] = split
-    notes += split_notes
-    if settings.folds:
-        candidates["fold"] = assign_folds(candidates, settings.folds, settings.seed)
+    notes += _split(candidates, settings)
 
     # === Write ===
     manifest = _manifest_frame(candidates)
     manifest_path = write_manifest(manifest, out)
     report = _report(read, manifest, rejected, notes, settings, started, reused=reused,
                      kept_by_source=Counter(candidates["source_path"]))
-    report["settings"]["metadata"] = [os.fspath(p) for p in sidecars]
-    report.update(_metadata_report(manifest, joined))
-    report["counts"]["metadata_issues"] = len(report["metadata_issues"])
+    _add_metadata_report(report, manifest, joined, sidecars)
     report["manifest_sha256"] = sha256_file(manifest_path)
     report_path = atomic_write_json(out / REPORT_NAME, report)
-    summary = _summary(report, manifest_path)
-    metadata_summary = coverage_summary(report["metadata_coverage"],
-                                        len(report["metadata_issues"]))
-    logger.info(summary)
-    logger.info(metadata_summary)
-    return PrepareResult(manifest, report, manifest_path, report_path, summary,
-                         metadata_summary)
+    return _result(manifest, report, manifest_path, report_path)
 
 
 # === Steps ===
@@ -411,6 +399,16 @@ def output_names(image_ids: Sequence[str]) -> list[str]:
     return names
 
 
+def _split(df: pd.DataFrame, settings: PrepareSettings) -> list[str]:
+    """Set the ``split`` column (a source's own split kept where it has one) and, with
+    ``folds``, the ``fold`` column; return the notes of the split."""
+    split, split_notes = assign_splits(df, settings.fractions, settings.seed, given=df["split"])
+    df["split"] = split
+    if settings.folds:
+        df["fold"] = assign_folds(df, settings.folds, settings.seed)
+    return split_notes
+
+
 def _manifest_frame(df: pd.DataFrame) -> pd.DataFrame:
     extra = ["original_path", "sha256", "width", "height"]
     if (df["source_full"].astype(str) != "").any():
@@ -521,6 +519,26 @@ def _metadata_report(manifest: pd.DataFrame, joined: MetadataJoin) -> dict[str, 
         "metadata_issues": kept_only(joined.issues, ids),
         "metadata_conflicts": kept_only(joined.conflicts, ids),
     }
+
+
+def _add_metadata_report(report: dict[str, Any], manifest: pd.DataFrame, joined: MetadataJoin,
+                         sidecars: list[Path]) -> None:
+    """Add the sidecars given, the metadata report and the metadata issue count to ``report``."""
+    report["settings"]["metadata"] = [os.fspath(p) for p in sidecars]
+    report.update(_metadata_report(manifest, joined))
+    report["counts"]["metadata_issues"] = len(report["metadata_issues"])
+
+
+def _result(manifest: pd.DataFrame, report: dict[str, Any], manifest_path: Path,
+            report_path: Path) -> PrepareResult:
+    """The :class:`PrepareResult` of a finished run, its two summary lines logged."""
+    summary = _summary(report, manifest_path)
+    metadata_summary = coverage_summary(report["metadata_coverage"],
+                                        len(report["metadata_issues"]))
+    logger.info(summary)
+    logger.info(metadata_summary)
+    return PrepareResult(manifest, report, manifest_path, report_path, summary,
+                         metadata_summary)
 
 
 def _summary(report: dict[str, Any], manifest_path: Path) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from skinlesion.data.formats import TRAINVAL
+from skinlesion.data.layouts.base import TRAINVAL
 
 logger = logging.getLogger(__name__)
 

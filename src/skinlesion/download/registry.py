@@ -141,7 +141,7 @@ class DatasetSpec:
         citation: How the data must be cited.
         source_page: Official page the URLs were taken from.
         prepare_format: The ``skinlesion prepare --format`` layout the files produce
-            (``skinlesion.data.formats.FORMATS``: folders, isic2020, ham10000, isic2017,
+            (``skinlesion.data.layouts.detect.FORMATS``: folders, isic2020, ham10000, isic2017,
             isic2019, archive, csv).
         files: Files with static URLs.
         dataverse: Files resolved from a Dataverse dataset at download time.
