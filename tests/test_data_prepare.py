@@ -31,7 +31,7 @@ def test_udacity_folders_end_to_end(tmp_path: Path) -> None:
     src = make_udacity(tmp_path / "dermatologist-ai" / "data")
     out = tmp_path / "prepared"
     stages: list[str] = []
-    result = prepare([src], out, FAST, progress=lambda s, d, t: stages.append(s))
+    result = prepare([src], out, FAST, progress=lambda e: stages.append(e.task))
     df = read_manifest(out)
     assert len(df) == 18 and set(df["split"]) == {"train", "val", "test"}
     assert set(df.loc[df["original_path"].str.startswith("valid/"), "split"]) == {"val"}

@@ -43,6 +43,7 @@ from skinlesion.runspec import (
     ModelSpec,
     require_run,
 )
+from skinlesion.utils.progress import Progress
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -189,8 +190,8 @@ def prepare(sources: PathLike | Sequence[PathLike], out: PathLike, *, size: int 
             seed: int = 1, fractions: tuple[float, float, float] | None = None,
             folds: int | None = None, label_map: Mapping[str, int | None] | None = None,
             fmt: str = "auto", workers: int | None = None, strict: bool = False,
-            progress: Callable[[str, int, int], None] | None = None) -> PreparedData:
-    """Ingest raw downloads into a prepared data folder (``skinlesion prepare``).
+            progress: Progress | None = None) -> PreparedData:
+    r"""Ingest raw downloads into a prepared data folder (``skinlesion prepare``).
 
     Every common ISIC layout is recognised (class folders, ISIC 2016–2020 ground truth,
     HAM10000, ISIC Archive ``metadata.csv``, any CSV with a path and a label). Splits are
@@ -207,7 +208,8 @@ def prepare(sources: PathLike | Sequence[PathLike], out: PathLike, *, size: int 
         fmt: ``auto`` or a layout name (``skinlesion prepare --help`` lists them).
         workers: Resizing processes (default: every core; 1 runs in this process).
         strict: Any rejected row is an error.
-        progress: ``progress(stage, done, total)`` callback.
+        progress: Gets ``ProgressEvent``\ s (counts of ``"reading"`` and ``"resizing"``);
+            ``print`` shows them as lines.
 
     Returns:
         The :class:`PreparedData`.

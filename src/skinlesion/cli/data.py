@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from skinlesion.cli._common import err_console, fail, print_json
+from skinlesion.cli._progress import RichProgress
 from skinlesion.data.layouts.base import SourceError
 from skinlesion.data.layouts.detect import FORMAT_NAMES
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
 
     from skinlesion.data.prepare import PrepareError, PrepareResult
 
@@ -95,8 +95,6 @@ def prepare_command(
 
     Splits are grouped by patient and lesion id and stratified by label and source. Rows that cannot be used are skipped and listed in DATA_DIR/prepare_report.json.
     """
-    from rich.progress import TaskID
-
     from skinlesion.data.manifest import ManifestError
     from skinlesion.data.prepare import PrepareError, PrepareSettings, prepare
 
@@ -104,47 +102,22 @@ def prepare_command(
         fmt=fmt, label_map=_parse_label_map(",".join(label_map)) if label_map else {},
         fractions=_parse_split(split), seed=seed, folds=folds, size=size, quality=quality,
         workers=workers, strict=strict)
-    with _stage_bars(disable=as_json or not err_console.is_terminal) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        try:
+    try:
+        with RichProgress(quiet=as_json) as progress:
             result = prepare(sources, out, settings, progress=progress, metadata=metadata)
-        except PrepareError as exc:
-            bar.stop()
-            _exit_strict(exc, as_json)
-        except (SourceError, ManifestError, ValueError) as exc:
-            bar.stop()
-            fail(str(exc), code=2)
-        if tfrecords:
-            from skinlesion.data.tfrecords import write_tfrecords
+    except PrepareError as exc:
+        _exit_strict(exc, as_json)
+    except (SourceError, ManifestError, ValueError) as exc:
+        fail(str(exc), code=2)
+    if tfrecords:
+        from skinlesion.data.tfrecords import write_tfrecords
 
-            index = write_tfrecords(out, tfrecords, seed=seed,
-                                    progress=lambda d, t: progress("shards", d, t))
+        with RichProgress(quiet=as_json) as progress:
+            index = write_tfrecords(out, tfrecords, seed=seed, progress=progress)
     if as_json:
         print_json({**result.report, **({"tfrecords": index} if tfrecords else {})})
     else:
         _print_prepared(result, out, index if tfrecords else None)
-
-
-def _stage_bars(disable: bool) -> Progress:
-    """A transient progress bar per ``prepare`` stage on stderr."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=err_console, transient=True, disable=disable)
 
 
 def _exit_strict(exc: PrepareError, as_json: bool) -> NoReturn:

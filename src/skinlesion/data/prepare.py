@@ -29,7 +29,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +67,7 @@ from skinlesion.data.splits import (
 )
 from skinlesion.utils.atomic import atomic_write_json
 from skinlesion.utils.hashing import sha256_file
+from skinlesion.utils.progress import Progress, ProgressEvent
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ REPORT_NAME = "prepare_report.json"
 IMAGES_DIR = "images"
 _SETTINGS_NAME = ".prepare_settings.json"
 
-StageProgress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)`` with stage ``"reading"`` or ``"resizing"``."""
 
 
 class PrepareError(RuntimeError):
@@ -146,7 +145,7 @@ def prepare(
     sources: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     settings: PrepareSettings | None = None,
-    progress: StageProgress | None = None,
+    progress: Progress | None = None,
     *,
     metadata: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
 ) -> PrepareResult:
@@ -158,7 +157,7 @@ def prepare(
             duplicate, the earlier source wins.
         out_dir: The data folder to write (created if needed).
         settings: Run settings (defaults: auto-detect, 80/10/10, seed 1, 512 px).
-        progress: Optional ``progress(stage, done, total)`` callback.
+        progress: Gets image counts of the tasks ``"reading"`` and ``"resizing"``.
         metadata: Metadata sidecar CSV(s) joined on image id (``image_id`` plus any of
             ``age``/``age_approx``, ``sex``, ``anatom_site_general``/``localization``,
             ``patient_id``, ``lesion_id``); they fill cells the sources left empty (see
@@ -265,7 +264,7 @@ def _check_out_dir(sources: Sequence[str | os.PathLike[str]], out: Path) -> None
 
 
 def _fingerprint(df: pd.DataFrame, settings: PrepareSettings,
-                 progress: StageProgress | None) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+                 progress: Progress | None) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """SHA-256 of every file (threads: hashing releases the GIL); unreadable files out."""
     total = len(df)
 
@@ -282,7 +281,7 @@ def _fingerprint(df: pd.DataFrame, settings: PrepareSettings,
         for i, res in enumerate(pool.map(one, df["file"].tolist()), start=1):
             hashes.append(res)
             if progress and (i == total or i % 64 == 0):
-                progress("reading", i, total)
+                progress(ProgressEvent("reading", done=i, total=total, finished=i == total))
     df = df.copy()
     df["sha256"] = [h for h, _ in hashes]
     bad = [i for i, (_, reason) in enumerate(hashes) if reason]
@@ -324,7 +323,7 @@ def _drop_duplicates(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str
 
 
 def _resize(df: pd.DataFrame, out: Path, settings: PrepareSettings,
-            progress: StageProgress | None) -> tuple[pd.DataFrame, list[dict[str, str]], int]:
+            progress: Progress | None) -> tuple[pd.DataFrame, list[dict[str, str]], int]:
     images = out / IMAGES_DIR
     images.mkdir(parents=True, exist_ok=True)
     _remove_partial_files(images)
@@ -335,9 +334,7 @@ def _resize(df: pd.DataFrame, out: Path, settings: PrepareSettings,
                         quality=settings.quality, max_pixels=settings.max_pixels,
                         overwrite=overwrite)
              for f, p in zip(df["file"], df["path"], strict=True)]
-    results = resize_images(
-        tasks, workers=settings.workers,
-        progress=(lambda d, t: progress("resizing", d, t)) if progress else None)
+    results = resize_images(tasks, workers=settings.workers, progress=progress)
     df["width"] = [r.width for r in results]
     df["height"] = [r.height for r in results]
     bad = [i for i, r in enumerate(results) if not r.ok]

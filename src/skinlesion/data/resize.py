@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +23,13 @@ from PIL import Image
 
 from skinlesion.data.images import MAX_PIXELS, ImageError, open_image, resize_shorter_side
 from skinlesion.utils.atomic import atomic_path
+from skinlesion.utils.progress import Progress, Tally
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 512
 DEFAULT_QUALITY = 95
 
-ProgressCallback = Callable[[int, int], None]
-"""``progress(done, total)``, called in the calling process after each image."""
 
 
 @dataclass(frozen=True)
@@ -118,13 +117,14 @@ def default_workers() -> int:
 
 
 def resize_images(tasks: Sequence[ResizeTask], workers: int | None = None,
-                  progress: ProgressCallback | None = None) -> list[ResizeResult]:
+                  progress: Progress | None = None) -> list[ResizeResult]:
     """Run :func:`resize_one` over ``tasks`` on ``workers`` processes.
 
     Args:
         tasks: Images to prepare.
         workers: Processes (default: every available core); 1 runs in this process.
-        progress: Called as ``progress(done, total)`` after each image.
+        progress: Gets the image count (task ``"resizing"``), in this process, after each
+            image.
 
     Returns:
         Results in the order of ``tasks``.
@@ -132,11 +132,12 @@ def resize_images(tasks: Sequence[ResizeTask], workers: int | None = None,
     workers = default_workers() if workers is None else max(1, workers)
     total = len(tasks)
     results: list[ResizeResult | None] = [None] * total
+    tally = Tally(progress, "resizing", total)
     if workers == 1 or total <= 1:
         for i, task in enumerate(tasks):
             results[i] = resize_one(task)
-            if progress:
-                progress(i + 1, total)
+            tally.add(1)
+        tally.close()
         return [r for r in results if r is not None]
     # "spawn", not fork: the caller may run threads (a progress bar), and forking a
     # threaded process can deadlock the child.
@@ -145,16 +146,16 @@ def resize_images(tasks: Sequence[ResizeTask], workers: int | None = None,
         futures: dict[Future[ResizeResult], int] = {
             pool.submit(resize_one, task): i for i, task in enumerate(tasks)}
         try:
-            for done, fut in enumerate(as_completed(futures), start=1):
+            for fut in as_completed(futures):
                 i = futures[fut]
                 try:
                     results[i] = fut.result()
                 except Exception as exc:  # a worker process died (out of memory, killed)
                     results[i] = ResizeResult(False, reason=f"worker failed ({type(exc).__name__}: "
                                                             f"{exc})")
-                if progress:
-                    progress(done, total)
+                tally.add(1)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+    tally.close()
     return [r if r is not None else ResizeResult(False, reason="not processed") for r in results]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,7 @@ from skinlesion.data.manifest import manifest_fingerprint, read_manifest, resolv
 from skinlesion.data.pipeline import decode_resize_bytes
 from skinlesion.data.splits import SPLIT_NAMES, group_ids
 from skinlesion.utils.atomic import atomic_path, atomic_write_json
+from skinlesion.utils.progress import Progress, Tally
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ INDEX_NAME = "tfrecords.json"
 INDEX_VERSION = 1
 SUFFIX = ".tfrec"
 
-ProgressFn = Callable[[int, int], None]
-"""``progress(shards_done, shards_total)``."""
 
 
 class TFRecordError(ValueError):
@@ -153,7 +152,7 @@ def plan_shards(manifest: pd.DataFrame, n_shards: int, seed: int = 1,
 def write_tfrecords(
     data_dir: str | os.PathLike[str], n_shards: int, *, seed: int = 1,
     splits: Sequence[str] = SPLIT_NAMES, workers: int | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Write the prepared images of ``data_dir`` as TFRecord shards and their index.
 
@@ -163,7 +162,7 @@ def write_tfrecords(
         seed: Seed of the deal and of the order inside each shard.
         splits: Splits to write.
         workers: Threads writing shards in parallel (default: min(shards, CPUs)).
-        progress: Called as ``progress(done, total)`` after each shard.
+        progress: Gets the shard count (task ``"shards"``) after each shard.
 
     Returns:
         The index written to ``DATA_DIR/tfrecords/tfrecords.json``.
@@ -203,11 +202,12 @@ def write_tfrecords(
 
     done: list[dict[str, Any]] = []
     threads = workers or min(len(shards), os.cpu_count() or 1) or 1
+    tally = Tally(progress, "shards", len(shards), unit="shards")
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for i, info in enumerate(pool.map(write, shards), start=1):
+        for info in pool.map(write, shards):
             done.append(info)
-            if progress is not None:
-                progress(i, len(shards))
+            tally.add(1)
+    tally.close()
     index = _index(done, manifest_fingerprint(root), seed, n_shards)
     atomic_write_json(out / INDEX_NAME, index)
     keep = {info["file"] for info in done} | {INDEX_NAME}
