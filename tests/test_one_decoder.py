@@ -125,7 +125,7 @@ def feature_pass_arrays(paths: list[Path], size: int, folder: Path) -> list[np.n
 
 def assert_one_decoder(paths: list[Path], size: int, folder: Path) -> None:
     """Every path gives ``Predictor.load_image``'s array for every file, bit for bit."""
-    from skinlesion.service.app import _decode
+    from skinlesion.service.prediction import decode_upload
 
     predictor = _predictor(size)
     inference = [predictor.load_image(p) for p in paths]
@@ -147,7 +147,7 @@ def assert_one_decoder(paths: list[Path], size: int, folder: Path) -> None:
         "feature pass": lambda: feature_pass_arrays(paths, size, folder),
         "upload bytes": lambda: [predictor.load_image(p.read_bytes(), name=p.name)
                                  for p in paths],
-        "service": lambda: [_decode(predictor, p.read_bytes(), p.name, 10**8)[1]
+        "service": lambda: [decode_upload(predictor, p.read_bytes(), p.name, 10**8)[1]
                             for p in paths],
     }
     for name, arrays in others.items():

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from skinlesion import INTENDED_USE
 from skinlesion.cli._common import RUNTIME_HELP, check_runtime, err_console, fail
+from skinlesion.utils.safe_text import terminal_text
+
+if TYPE_CHECKING:
+    from skinlesion.inference.predictor import Predictor
+
+# The service stack (FastAPI, uvicorn, the Predictor and its runtimes) is imported inside
+# the functions that run it: cli/main.py imports every command module to build --help.
 
 OPTIONS_ENV = "SKINLESION_SERVE_OPTIONS"
 """How ``--workers N`` hands the app's options to uvicorn's worker processes (JSON)."""
@@ -86,13 +94,25 @@ def serve_command(
 
     The model loads once at start-up. OpenAPI documentation is at /docs. Research and education only: not a diagnostic device.
     """
-    import uvicorn
+    predictor: Predictor | None = _load_checked(run_dir, runtime)
+    options: dict[str, Any] = {
+        "max_upload_mb": max_upload_mb, "max_pixels": max_pixels,
+        "read_timeout_s": client_timeout, "runtime": runtime, "max_batch": max_batch,
+        "max_wait_ms": max_wait_ms, "max_pending": max_pending,
+        "body_deadline_s": body_deadline, "min_rate_bps": min_body_rate or None,
+        "max_requests": max(1, max_connections // 2), "admin_model_card": admin_model_card,
+        **_exposure_options(host, api_key_file, allowed_host, allowed_origin, rate_limit)}
+    if workers > 1:
+        predictor = None  # worker processes load their own copies: this one was only the check
+    _serve(predictor, run_dir, options, workers=workers, host=host, port=port,
+           log_level=log_level, max_connections=max_connections)
 
-    from skinlesion import INTENDED_USE
+
+def _load_checked(run_dir: Path, runtime: str) -> Predictor:
+    """Load the run's model, or exit with status 2 and one line saying why."""
     from skinlesion.inference.predictor import Predictor
     from skinlesion.inference.runtimes import RuntimeUnavailable, select_runtime
     from skinlesion.runspec import RunError, require_run
-    from skinlesion.service.app import create_app
 
     try:
         require_run(run_dir)
@@ -104,10 +124,17 @@ def serve_command(
     except (RunError, RuntimeUnavailable) as exc:
         fail(str(exc), code=2)
     if choice.note:
-        from skinlesion.utils.safe_text import terminal_text
-
         err_console.print(f"[dim]{terminal_text(choice.note)}[/]", highlight=False)
+    return predictor
 
+
+def _exposure_options(host: str, api_key_file: Path | None, allowed_host: list[str],
+                      allowed_origin: list[str], rate_limit: float | None) -> dict[str, Any]:
+    """``create_app``'s API key, allowed hosts and origins and rate limit for binding ``host``.
+
+    Exits with status 2 when a non-loopback ``host`` has no API key, or a wildcard one no
+    ``--allowed-host``.
+    """
     from skinlesion.service.security import LOOPBACK_HOSTS, is_loopback, read_api_key
 
     try:
@@ -124,35 +151,43 @@ def serve_command(
     if wildcard and not allowed_host:
         fail(f"binding {host}: name the host names clients use with --allowed-host (the Host "
              "header check stops DNS rebinding)", code=2)
-    hosts = list(allowed_host) or [*LOOPBACK_HOSTS, host]
     rate = rate_limit if rate_limit is not None else (None if loopback else 60.0)
-    if not loopback:
+    return {"api_key": api_key, "allowed_hosts": list(allowed_host) or [*LOOPBACK_HOSTS, host],
+            "allowed_origins": list(allowed_origin), "rate_per_minute": rate or None}
+
+
+def _announce(run_dir: Path, host: str, port: int) -> None:
+    """Say where the service listens (and warn when that is beyond this machine)."""
+    from skinlesion.service.security import is_loopback
+
+    if not is_loopback(host):
         err_console.print(f"[yellow]warning:[/] binding {host}: the service speaks plain HTTP; "
                           "put a TLS reverse proxy in front of it.", highlight=False)
     err_console.print(f"serving {run_dir} on http://{host}:{port}/  (API docs: /docs)",
                       highlight=False)
     err_console.print(f"[dim]{INTENDED_USE}[/]", highlight=False)
-    options: dict[str, Any] = {
-        "max_upload_mb": max_upload_mb, "max_pixels": max_pixels,
-        "read_timeout_s": client_timeout, "runtime": runtime, "max_batch": max_batch,
-        "max_wait_ms": max_wait_ms, "max_pending": max_pending,
-        "body_deadline_s": body_deadline, "min_rate_bps": min_body_rate or None,
-        "max_requests": max(1, max_connections // 2), "api_key": api_key,
-        "allowed_hosts": hosts, "allowed_origins": list(allowed_origin),
-        "rate_per_minute": rate or None, "admin_model_card": admin_model_card}
-    if workers > 1:
+
+
+def _serve(predictor: Predictor | None, run_dir: Path, options: dict[str, Any], *,
+           workers: int, host: str, port: int, log_level: str, max_connections: int) -> None:
+    """Say where the service listens, then run uvicorn: this process serving ``predictor``,
+    or (``predictor`` None) ``workers`` processes that each load ``run_dir`` themselves."""
+    import uvicorn
+
+    from skinlesion.service.app import create_app
+
+    _announce(run_dir, host, port)
+    server: dict[str, Any] = {"host": host, "port": port, "log_level": log_level,
+                              "limit_concurrency": max_connections}
+    if predictor is None:
         # Worker processes import the app by name: hand them the options through the
         # environment they inherit.
-        del predictor
         os.environ[OPTIONS_ENV] = json.dumps({"run_dir": os.fspath(run_dir), **options})
         uvicorn.run("skinlesion.cli.serve:app_from_env", factory=True, workers=workers,
-                    host=host, port=port, log_level=log_level,
-                    http="skinlesion.cli.serve:EnvHeaderDeadlineH11",
-                    limit_concurrency=max_connections)
+                    http="skinlesion.cli.serve:EnvHeaderDeadlineH11", **server)
         return
-    app = create_app(predictor, **options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level,
-                http=header_deadline_protocol(client_timeout), limit_concurrency=max_connections)
+    uvicorn.run(create_app(predictor, **options),
+                http=header_deadline_protocol(options["read_timeout_s"]), **server)
 
 
 def app_from_env() -> Any:

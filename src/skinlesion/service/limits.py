@@ -1,8 +1,9 @@
-"""Request-body deadlines and the concurrency cap (pure ASGI middleware).
+"""Upload size, request-body deadlines and the concurrency cap (pure ASGI middleware).
 
-``UploadLimit`` (in ``service/app.py``) caps a body's size and the longest *pause*
-inside it. That alone lets a client send one byte every 10 s forever: each pause is
-under the limit. :class:`BodyDeadline` adds
+:class:`UploadLimit` caps a body's size (``413``, before the body is read when
+``Content-Length`` declares it, otherwise as soon as the streamed bytes pass the limit)
+and the longest *pause* inside it (``408``). That alone lets a client send one byte
+every 10 s forever: each pause is under the limit. :class:`BodyDeadline` adds
 
 * an **overall deadline** for the whole body (``deadline_s``, default 60 s), and
 * a **minimum transfer rate** (``min_rate_bps``, default 1,024 bytes/s, measured from
@@ -33,6 +34,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+DEFAULT_MAX_UPLOAD_MB = 20.0
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Service pixel limit: 50 MP (ISIC 2020's largest photos are 24 MP); a 50 MP RGB decode
+needs 150 MB, so a few concurrent uploads cannot exhaust memory."""
+DEFAULT_READ_TIMEOUT_S = 15.0
+"""Longest pause allowed while a client sends a request body (slow-client guard)."""
 DEFAULT_BODY_DEADLINE_S = 60.0
 DEFAULT_MIN_RATE_BPS = 1024.0
 DEFAULT_GRACE_S = 5.0
@@ -50,6 +57,85 @@ async def send_json(send: Send, status: int, detail: str, *,
         head.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
+
+
+class UploadLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, without buffering them.
+
+    A declared ``Content-Length`` over the limit is refused at once; otherwise the
+    streamed chunks are counted and the request is cut off as soon as the count
+    passes the limit (a chunked upload, or a lying header). A client that stops
+    sending its body for ``read_timeout_s`` seconds gets 408 and is disconnected:
+    uvicorn itself would wait for it forever, one held connection per stalled client.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float | None = None) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+        self.read_timeout_s = read_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_bytes
+            except ValueError:
+                await send_json(send, 400, "invalid Content-Length header")
+                return
+            if too_big:
+                await send_json(send, 413, self._message(int(declared)))
+                return
+
+        seen = 0
+        started = False
+        rejected = False
+        body_done = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, rejected, body_done
+            if rejected:
+                return {"type": "http.disconnect"}
+            message = None
+            # Only while the body is arriving: afterwards the app may wait on receive() for
+            # a disconnect while it works, and that wait must not time out.
+            with anyio.move_on_after(None if body_done else self.read_timeout_s):
+                message = await receive()
+            if message is None:  # the client stalled mid-body
+                rejected = True
+                if not started:
+                    await send_json(send, 408, f"request body stalled for more than "
+                                               f"{self.read_timeout_s:g} s")
+                return {"type": "http.disconnect"}
+            if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # Answer now, then tell the app the client went away: raising instead
+                    # would be turned into a 400 by FastAPI's body parsing.
+                    rejected = True
+                    if not started:
+                        await send_json(send, 413, self._message(seen, streamed=True))
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if rejected:
+                return  # our 413 is the answer; drop whatever the app says after the cut
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+    def _message(self, size: int, streamed: bool = False) -> str:
+        amount = f"more than {self.max_bytes:,} bytes" if streamed else f"{size:,} bytes"
+        return (f"upload too large: {amount}, over the limit of {self.max_bytes:,} bytes "
+                f"({self.max_bytes / 2**20:g} MB)")
 
 
 class BodyDeadline:
