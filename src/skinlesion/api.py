@@ -262,7 +262,7 @@ class Run:
         Raises:
             RunError: if the folder lacks ``model.keras`` or ``model_spec.json``.
         """
-        from skinlesion.evaluation.evaluate import read_training_config
+        from skinlesion.runspec import read_training_config
 
         run = require_run(path)
         hist = run / HISTORY_FILE

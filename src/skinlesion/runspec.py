@@ -17,22 +17,30 @@ Commands talk to each other only through files::
 ``predict``, ``evaluate`` and ``serve`` read ``model.keras`` and ``model_spec.json``, and
 use an ``export/`` runtime instead of Keras when its ``parity.json`` shows it gives the
 Keras model's answers for this very ``model.keras`` (``skinlesion.inference.runtimes``).
+
+Reading a run folder goes through this module: ``require_run`` (a finished run),
+``ModelSpec.load``, ``training_data_dir`` (the data it was trained on), ``read_history``
+and ``read_training_config``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from skinlesion.data.metadata import MetadataEncoder
 from skinlesion.utils.atomic import atomic_write_json
+
+logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 SPEC_FILE = "model_spec.json"
@@ -284,3 +292,29 @@ def _legacy_config_data_dir(run: Path) -> str:
         return ""
     raw = cfg.get("data_dir") if isinstance(cfg, dict) else None
     return raw if isinstance(raw, str) else ""
+
+
+def read_history(run: Path) -> pd.DataFrame | None:
+    """``RUN_DIR/history.csv`` (per-epoch metrics of every stage), or ``None``."""
+    path = run / HISTORY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: cannot read the training history (%s)", path, exc)
+        return None
+
+
+def read_training_config(run: Path) -> dict[str, Any] | None:
+    """``RUN_DIR/config.yaml`` as a dict, or ``None`` if absent or unreadable."""
+
+    path = run / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        logger.warning("%s: cannot read the training config (%s)", path, exc)
+        return None
+    return loaded if isinstance(loaded, dict) else None

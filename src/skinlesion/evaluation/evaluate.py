@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from skinlesion import INTENDED_USE
 from skinlesion.data.manifest import (
@@ -56,7 +55,7 @@ from skinlesion.evaluation.operating_point import (
     youden_threshold,
 )
 from skinlesion.evaluation.subgroups import MIN_PER_CLASS, subgroup_metrics
-from skinlesion.runspec import CONFIG_FILE, HISTORY_FILE, ModelSpec
+from skinlesion.runspec import ModelSpec, read_training_config
 from skinlesion.utils.atomic import (
     atomic_path,
     atomic_write_bytes,
@@ -337,32 +336,6 @@ def describe_run(run: Path, spec: ModelSpec) -> dict[str, Any]:
     }
     info["training_config"] = read_training_config(run)
     return info
-
-
-def read_history(run: Path) -> pd.DataFrame | None:
-    """``RUN_DIR/history.csv`` (per-epoch metrics of every stage), or ``None``."""
-    path = run / HISTORY_FILE
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        logger.warning("%s: cannot read the training history (%s)", path, exc)
-        return None
-
-
-def read_training_config(run: Path) -> dict[str, Any] | None:
-    """``RUN_DIR/config.yaml`` as a dict, or ``None`` if absent or unreadable."""
-
-    path = run / CONFIG_FILE
-    if not path.is_file():
-        return None
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        logger.warning("%s: cannot read the training config (%s)", path, exc)
-        return None
-    return loaded if isinstance(loaded, dict) else None
 
 
 def describe_data(data_dir: str | os.PathLike[str], split: str, rows: pd.DataFrame,

@@ -28,14 +28,13 @@ from skinlesion.evaluation.evaluate import (
     describe_run,
     diagnosis_block,
     evaluate_predictions,
-    read_history,
     write_evaluation,
 )
 from skinlesion.evaluation.metadata_effect import metadata_effect, metadata_only_probabilities
 from skinlesion.evaluation.metrics import EvalResult, json_safe
 from skinlesion.evaluation.operating_point import ThresholdRule
 from skinlesion.inference.predictor import Predictor
-from skinlesion.runspec import EVAL_DIR, require_run
+from skinlesion.runspec import EVAL_DIR, read_history, require_run
 from skinlesion.utils.progress import Progress
 from skinlesion.workflows.scoring import operating_point, predict_manifest, split_rows
 
