@@ -423,10 +423,10 @@ def train(data: PathLike | PreparedData, out: PathLike, *, recipe: str | None = 
             flat[key] = value
     flat.update({"data_dir": os.fspath(_path(data)), "out": os.fspath(out)})
     cfg = load_config(config, flat)
-    if cfg.backbone:
+    if cfg.model.backbone:
         from skinlesion.models.registry import get_backbone
 
-        get_backbone(cfg.backbone)  # unknown names fail here, listing the valid ones
+        get_backbone(cfg.model.backbone)  # unknown names fail here, listing the valid ones
     result = _train(cfg, resume=resume, overwrite=overwrite, verbose=verbose, progress=progress)
     run = Run.open(out)
     run.result = result

@@ -113,10 +113,10 @@ def train_command(
             "color_constancy": color_constancy,
         }.items() if v is not None})
         cfg = load_config(config, overrides)
-        if cfg.backbone:
+        if cfg.model.backbone:
             from skinlesion.models.registry import get_backbone
 
-            get_backbone(cfg.backbone)
+            get_backbone(cfg.model.backbone)
     except (ValueError, KeyError) as exc:
         fail(str(exc), code=2)
     result = _run_training(cfg, resume=resume, overwrite=overwrite, quiet=as_json)
