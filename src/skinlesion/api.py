@@ -425,9 +425,10 @@ def train(data: PathLike | PreparedData, out: PathLike, *, recipe: str | None = 
         overwrite: Replace a run in ``out``.
         verbose: Keras ``fit`` verbosity (0 silent, 1 bar, 2 a line per epoch). Defaults to 0.
         progress: Called with a short message at each step (e.g. ``print``).
-        **overrides: Any :class:`~skinlesion.training.config.TrainConfig` field
-            (``mode="frozen"``, ``head_epochs=30``, ``input_size=128``, ``backbone=...``);
-            ``augment={"rotation_deg": 30}`` sets augmentation fields.
+        **overrides: Any :class:`~skinlesion.training.config.TrainConfig` field by its
+            flat name (``mode="frozen"``, ``head_epochs=30``, ``input_size=128``,
+            ``backbone=...``), or a whole section as a dict (``augment={"rotation_deg": 30}``,
+            ``stages={"mode": "frozen", "head_epochs": 30}``).
 
     Returns:
         The :class:`Run` (with ``result`` holding timings and peak memory).
@@ -437,19 +438,14 @@ def train(data: PathLike | PreparedData, out: PathLike, *, recipe: str | None = 
         RunExistsError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set.
         TrainingDivergedError: the loss became NaN/Inf.
     """
-    from skinlesion.training.config import load_config, recipe_overrides
+    from skinlesion.training.config import load_config, merge_overrides, recipe_overrides
     from skinlesion.training.trainer import train as _train
 
-    flat: dict[str, Any] = dict(recipe_overrides(recipe)) if recipe else {}
     if config is None and resume and (Path(os.fspath(out)) / CONFIG_FILE).is_file():
         config = Path(os.fspath(out)) / CONFIG_FILE
-    for key, value in overrides.items():
-        if key == "augment" and isinstance(value, Mapping):
-            flat.update({f"augment.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    flat.update({"data_dir": os.fspath(_path(data)), "out": os.fspath(out)})
-    cfg = load_config(config, flat)
+    cfg = load_config(config, merge_overrides(
+        recipe_overrides(recipe) if recipe else {}, overrides,
+        {"data_dir": os.fspath(_path(data)), "out": os.fspath(out)}))
     if cfg.model.backbone:
         from skinlesion.models.registry import get_backbone
 
