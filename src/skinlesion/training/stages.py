@@ -213,9 +213,9 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     import keras
 
     from skinlesion.data.pipeline import feature_batches
-    from skinlesion.models.classifier import build_head, copy_head_weights, feature_extractor
-    from skinlesion.training.distribute import is_chief
-    cfg, done = ctx.cfg, ctx.checkpoints / "head.weights.h5"
+    from skinlesion.models.classifier import build_head, copy_head_weights
+
+    cfg, st, done = ctx.cfg, ctx.cfg.stages, ctx.checkpoints / "head.weights.h5"
     hist_path = ctx.checkpoints / "history_head.csv"
     if done.is_file() and hist_path.is_file():
         ctx.say("head stage already finished: reloading it")
@@ -224,22 +224,8 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
         frame.attrs["stage"] = "head"
         return frame
 
-    extractor = feature_extractor(model)
-    key_parts = {"backbone": ctx.bspec.name, "size": ctx.size, "weights": str(cfg.model.weights),
-                 "preprocessing": ctx.preprocessing, "decoder": DECODER_ID}
-    if cfg.model.color_constancy:  # keys of runs without it stay as they were
-        key_parts["color_constancy"] = "shades_of_gray_p6"
-    # Shared beside the data on the chief; another worker computes its own copy privately.
-    cache_dir = _feature_cache_dir(cfg) if is_chief() else ctx.checkpoints / "features"
-    t = time.perf_counter()
-    views = cfg.stages.feature_views
-    ctx.say(f"feature pass: {len(ctx.splits.train)} train images × {views} views, "
-            f"{len(ctx.splits.val)} val images (cached in {cache_dir})")
-    rate = _RateReporter(ctx.say, views)
-    x_train, x_val = _pooled_features(ctx, extractor, cache_dir, key_parts, views,
-                                      batch_size=_feature_batch(ctx.global_batch), rate=rate)
-    ctx.timings["feature_pass_s"] = time.perf_counter() - t
-
+    x_train, x_val = _feature_pass(ctx, model)
+    views = st.feature_views
     y_train = np.tile(ctx.targets["train"], views)
     y_val = ctx.targets["val"]
     x_train = x_train.reshape(-1, x_train.shape[-1])
@@ -252,36 +238,36 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     with ctx.strategy.scope():
         head = build_head(x_train.shape[-1], cfg.model.dropout, malignant=ctx.malignant,
                           metadata_dim=ctx.encoder.dim if ctx.encoder else 0)
-        head.compile(optimizer=make_optimizer(cfg, cfg.stages.head_lr * ctx.lr_scale),
+        head.compile(optimizer=make_optimizer(cfg, st.head_lr * ctx.lr_scale),
                      loss=make_loss(cfg), metrics=make_metrics(ctx.malignant))
     # TensorBoard in this stage too (docs/TRAINING.md promises logs/ for every mode).
     callbacks: list[Any] = [keras.callbacks.TerminateOnNaN(),
                             keras.callbacks.CSVLogger(str(hist_path) + ".part"),
                             keras.callbacks.TensorBoard(str(ctx.run_dir / LOGS_DIR / "head"),
                                                         write_graph=False)]
-    if cfg.stages.patience:
+    if st.patience:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=cfg.stages.monitor, mode=monitor_mode(cfg.stages.monitor), patience=cfg.stages.patience,
+            monitor=st.monitor, mode=monitor_mode(st.monitor), patience=st.patience,
             restore_best_weights=True))
-    cw = (class_weights(ctx.targets["train"], ctx.n_classes)
-          if cfg.objective.imbalance == "class_weight" else None)
+    imbalance = cfg.objective.imbalance
+    cw = class_weights(ctx.targets["train"], ctx.n_classes) if imbalance == "class_weight" else None
     x_fit, y_fit = x_fit_in, y_train
-    if cfg.objective.imbalance == "balanced_sampling":
+    if imbalance == "balanced_sampling":
         x_fit, y_fit = _oversample(x_train, y_train, cfg.seed)
     t = time.perf_counter()
     # tf.data rather than numpy, sharded explicitly: under MultiWorkerMirroredStrategy every
     # worker holds the same features (computed from the same weights) and shuffles them with
     # the same seed, and each takes its part of every global batch (see feature_batches).
-    batch = max(cfg.stages.head_batch_size, ctx.global_batch)
-    ctx.say(f"head: training on {len(x_fit)} cached feature vectors, up to {cfg.stages.head_epochs} "
-            f"epochs" + (f" (early stopping after {cfg.stages.patience} without a better "
-                         f"{cfg.stages.monitor})" if cfg.stages.patience else ""))
+    batch = max(st.head_batch_size, ctx.global_batch)
+    ctx.say(f"head: training on {len(x_fit)} cached feature vectors, up to {st.head_epochs} "
+            f"epochs" + (f" (early stopping after {st.patience} without a better "
+                         f"{st.monitor})" if st.patience else ""))
     if not ctx.verbose:  # Keras prints its own epoch lines when verbose
-        callbacks.append(epoch_reporter(ctx.say, "head", cfg.stages.head_epochs, cfg.stages.monitor))
-    hist = head.fit(feature_batches(x_fit, y_fit, batch, seed=cfg.seed, epochs=cfg.stages.head_epochs),
+        callbacks.append(epoch_reporter(ctx.say, "head", st.head_epochs, st.monitor))
+    hist = head.fit(feature_batches(x_fit, y_fit, batch, seed=cfg.seed, epochs=st.head_epochs),
                     steps_per_epoch=steps(len(y_fit), batch),
                     validation_data=feature_batches(x_val_in, y_val, batch),
-                    epochs=cfg.stages.head_epochs, class_weight=cw, callbacks=callbacks,
+                    epochs=st.head_epochs, class_weight=cw, callbacks=callbacks,
                     verbose=ctx.verbose, shuffle=False)
     ctx.timings["head_fit_s"] = time.perf_counter() - t
     ctx.timings["head_epoch_s"] = ctx.timings["head_fit_s"] / max(1, len(hist.epoch))
@@ -295,6 +281,30 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     Path(str(hist_path) + ".part").unlink(missing_ok=True)
     frame.attrs["stage"] = "head"
     return frame
+
+
+def _feature_pass(ctx: StageContext, model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features of the training images (``(views, n, d)``) and of the validation
+    images (``(n, d)``), read from the feature cache or computed once into it."""
+    from skinlesion.models.classifier import feature_extractor
+    from skinlesion.training.distribute import is_chief
+
+    cfg = ctx.cfg
+    key_parts = {"backbone": ctx.bspec.name, "size": ctx.size, "weights": str(cfg.model.weights),
+                 "preprocessing": ctx.preprocessing, "decoder": DECODER_ID}
+    if cfg.model.color_constancy:  # keys of runs without it stay as they were
+        key_parts["color_constancy"] = "shades_of_gray_p6"
+    # Shared beside the data on the chief; another worker computes its own copy privately.
+    cache_dir = _feature_cache_dir(cfg) if is_chief() else ctx.checkpoints / "features"
+    t = time.perf_counter()
+    views = cfg.stages.feature_views
+    ctx.say(f"feature pass: {len(ctx.splits.train)} train images × {views} views, "
+            f"{len(ctx.splits.val)} val images (cached in {cache_dir})")
+    rate = _RateReporter(ctx.say, views)
+    features = _pooled_features(ctx, feature_extractor(model), cache_dir, key_parts, views,
+                                batch_size=_feature_batch(ctx.global_batch), rate=rate)
+    ctx.timings["feature_pass_s"] = time.perf_counter() - t
+    return features
 
 
 def _pooled_features(ctx: StageContext, extractor: Any, cache_dir: Path,
