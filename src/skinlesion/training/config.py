@@ -474,8 +474,11 @@ def resolve_key(key: str) -> str:
 
 
 def _did_you_mean(keys: list[str]) -> str:
-    close = [m for k in keys for m in difflib.get_close_matches(k, KEYS, n=2)]
-    return f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
+    close: dict[str, str] = {}  # field → its closest spelling (flat or dotted), once
+    for key in keys:
+        for match in difflib.get_close_matches(key, KEYS, n=2):
+            close.setdefault(KEYS[match], match)
+    return f" (did you mean {', '.join(close.values())}?)" if close else ""
 
 
 def dotted_overrides(data: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
@@ -526,8 +529,8 @@ def flat_overrides(data: Mapping[str, Any], where: str = "config") -> dict[str, 
 def merge_overrides(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     """Override layers, lowest first, as one ``{dotted key: value}`` (None = not given)."""
     out: dict[str, Any] = {}
-    for i, layer in enumerate(layers):
-        for key, value in dotted_overrides(layer or {}, where=f"overrides[{i}]").items():
+    for layer in layers:
+        for key, value in dotted_overrides(layer or {}, where="overrides").items():
             if value is not None:
                 out[key] = value
     return out
