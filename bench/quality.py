@@ -186,11 +186,12 @@ def recipe_settings(recipe: str, *, quick: bool, backbone: str | None = None) ->
     if backbone:
         out["backbone"] = backbone
     if quick:
-        recomputed = cfg.mode == "frozen" and not cfg.cache_features
+        st = cfg.stages
+        recomputed = st.mode == "frozen" and not st.cache_features
         out.update({
             "input_size": QUICK_INPUT_SIZE,
-            "head_epochs": min(cfg.head_epochs, 1 if recomputed else 20),
-            "finetune_epochs": min(cfg.finetune_epochs, 1),
+            "head_epochs": min(st.head_epochs, 1 if recomputed else 20),
+            "finetune_epochs": min(st.finetune_epochs, 1),
             "feature_views": 1,
         })
     return out
@@ -268,7 +269,7 @@ def train_and_evaluate(recipe: str, data_dir: str, run_dir: str, overrides: dict
     history = result.history if result.history is not None else pd.DataFrame()
     out: dict[str, Any] = {
         "backbone": result.spec.backbone, "input_size": result.spec.input_size,
-        "config": {k: v for k, v in cfg.to_dict().items() if k in _CONFIG_SHOWN},
+        "config": {k: v for k, v in cfg.to_flat_dict().items() if k in _CONFIG_SHOWN},
         "train": {
             "wall_s": train_s, "timings": result.timings, "peak_memory_mb": result.peak_memory_mb,
             "peak_rss_mb": train_peak,
@@ -294,6 +295,7 @@ def train_and_evaluate(recipe: str, data_dir: str, run_dir: str, overrides: dict
     return out
 
 
+# Flat field names: the records' "config" keeps the layout it had before the config sections.
 _CONFIG_SHOWN = frozenset({
     "backbone", "weights", "input_size", "preprocessing", "mode", "cache_features",
     "feature_views", "head_epochs", "head_lr", "finetune_epochs", "finetune_lr",

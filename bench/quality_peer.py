@@ -564,7 +564,8 @@ def _run_data_dir(run_dir: str) -> str | None:
     if not path.is_file():
         return None
     cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return cfg.get("data_dir") or None
+    # Nested (data.data_dir) since the config sections; flat in runs saved before them.
+    return (cfg.get("data") or {}).get("data_dir") or cfg.get("data_dir") or None
 
 
 def score_run(run_dir: str, data_dir: str, image_ids: list[str], view_dir: str, eval_dir: str,

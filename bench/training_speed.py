@@ -72,7 +72,7 @@ def regime_unfreeze(regime: str) -> int:
 
     if regime == "frozen_recomputed":
         return 0
-    return load_config(overrides=recipe_overrides(REGIMES[regime])).unfreeze_groups
+    return load_config(overrides=recipe_overrides(REGIMES[regime])).stages.unfreeze_groups
 
 QUICK = {"images": 64, "epochs": 2, "input_images": 64, "input_repeats": 2, "matmul_n": 2048,
          "matmul_repeats": 5, "forward_repeats": 3, "head_epochs": 5}
@@ -255,17 +255,17 @@ def measure_head(n_images: int, feature_dim: int, epochs: int, seed: int = 1) ->
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n_images, feature_dim)).astype(np.float32)
     y = (rng.random(n_images) < 0.4).astype(np.float32)
-    head = build_head(feature_dim, cfg.dropout)
-    head.compile(optimizer=make_optimizer(cfg, cfg.head_lr), loss=make_loss(cfg),
+    head = build_head(feature_dim, cfg.model.dropout)
+    head.compile(optimizer=make_optimizer(cfg, cfg.stages.head_lr), loss=make_loss(cfg),
                  metrics=make_metrics())
     timer = _EpochTimer.make()
-    head.fit(x, y, epochs=epochs + 1, batch_size=cfg.head_batch_size, callbacks=[timer],
+    head.fit(x, y, epochs=epochs + 1, batch_size=cfg.stages.head_batch_size, callbacks=[timer],
              class_weight=class_weights(y), verbose=0, shuffle=True)
     # Forward 2·D plus the weight gradient 2·D (no input gradient: the features are inputs).
     flops = 4 * feature_dim
     return {"epoch": summarize_times(timer.times[1:], items=n_images, warmup=1),
-            "batch_size": cfg.head_batch_size, "feature_dim": feature_dim,
-            "optimizer": cfg.optimizer, "flops_per_image": flops,
+            "batch_size": cfg.stages.head_batch_size, "feature_dim": feature_dim,
+            "optimizer": cfg.optim.optimizer, "flops_per_image": flops,
             "peak_rss_mb": self_peak_rss_mb()}
 
 
@@ -301,23 +301,24 @@ def measure_image_training(regime: str, backbone: str, size: int, data_dir: str,
                                  "input_size": size})
     bspec = get_backbone(backbone)
     keras.utils.set_random_seed(seed)
-    model = build_classifier(backbone, size, weights=cfg.weights_arg, dropout=cfg.dropout,
-                             preprocessing=cfg.preprocessing or bspec.preprocessing)
+    model = build_classifier(backbone, size, weights=cfg.model.weights_arg,
+                             dropout=cfg.model.dropout,
+                             preprocessing=cfg.model.preprocessing or bspec.preprocessing)
     trainable = set_trainable(model, bspec, unfreeze)
-    lr = cfg.head_lr if unfreeze == 0 else cfg.finetune_lr
+    lr = cfg.stages.head_lr if unfreeze == 0 else cfg.stages.finetune_lr
     model.compile(optimizer=make_optimizer(cfg, lr), loss=make_loss(cfg), metrics=make_metrics())
     paths, labels = _sample_paths(data_dir, n_images, seed)
     n = len(paths)
     base = image_dataset(paths, labels, size, cache="memory")
-    stream = training_stream(base, n, batch_size=cfg.batch_size, seed=seed, start_epoch=0,
+    stream = training_stream(base, n, batch_size=cfg.stages.batch_size, seed=seed, start_epoch=0,
                              epochs=epochs + 1, augment=cfg.augment)
     timer = _EpochTimer.make()
-    model.fit(stream, epochs=epochs + 1, steps_per_epoch=steps(n, cfg.batch_size),
+    model.fit(stream, epochs=epochs + 1, steps_per_epoch=steps(n, cfg.stages.batch_size),
               callbacks=[timer], verbose=0)
     return {"epoch": summarize_times(timer.times[1:], items=n, warmup=1),
             "warmup_epoch_s": timer.times[0], "recipe": recipe, "unfreeze_groups": unfreeze,
-            "trainable_backbone_layers": trainable, "batch_size": cfg.batch_size,
-            "optimizer": cfg.optimizer, "augment": bool(cfg.augment.enabled)}
+            "trainable_backbone_layers": trainable, "batch_size": cfg.stages.batch_size,
+            "optimizer": cfg.optim.optimizer, "augment": bool(cfg.augment.enabled)}
 
 
 def measure_input_pipeline(data_dir: str, size: int, n_images: int, repeats: int,

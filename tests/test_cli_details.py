@@ -100,17 +100,21 @@ def test_native_stderr_is_logged_not_printed(capfd: pytest.CaptureFixture[str],
     assert "fully_quantize" in caplog.text
 
 
-def test_report_title_recipe_and_docs_link() -> None:
+@pytest.mark.parametrize(("training_config", "prefix"), [
+    ({"input_size": 0, "preprocessing": ""}, ""),  # config.yaml of runs before the sections
+    ({"model": {"input_size": 0, "preprocessing": ""}}, "model."),
+])
+def test_report_title_recipe_and_docs_link(training_config: dict, prefix: str) -> None:
     from skinlesion.evaluation.evaluate import evaluate_predictions
 
     result = evaluate_predictions(synthetic_predictions(), 0.5, bootstrap=0)
     result.metrics["run"] = {"run_dir": "/home/me/skinlesion-demo/run", "backbone": "b",
                              "input_size": 224, "preprocessing": "torch",
-                             "training_config": {"input_size": 0, "preprocessing": ""}}
+                             "training_config": training_config}
     html = render_report(EvalResult(metrics=result.metrics, predictions=result.predictions), {})
     assert "<h1>Evaluation of skinlesion-demo/run</h1>" in html
-    assert "<code>input_size</code> 224 (the backbone" in html
-    assert "<code>preprocessing</code> torch (the backbone" in html
+    assert f"<code>{prefix}input_size</code> 224 (the backbone" in html
+    assert f"<code>{prefix}preprocessing</code> torch (the backbone" in html
     assert 'href="https://' in html
 
 

@@ -15,7 +15,13 @@ import pandas as pd
 import pytest
 
 from skinlesion.data.manifest import write_manifest
-from skinlesion.training.config import RECIPES, AugmentConfig, load_config, recipe_overrides
+from skinlesion.training.config import (
+    RECIPES,
+    AugmentConfig,
+    load_config,
+    merge_overrides,
+    recipe_overrides,
+)
 
 # === Helpers ======================================================================
 
@@ -48,8 +54,8 @@ def tiny_config(data: Path, out: Path, **kw):
     base = dict(data_dir=str(data), out=str(out), backbone="mobilenet_v3_small", weights="none",
                 input_size=32, batch_size=8, head_epochs=4, finetune_epochs=2, feature_views=2,
                 patience=0, dropout=0.0, seed=3)
-    base.update(kw)
-    return load_config(overrides=base)
+    # Layered, so a keyword wins whether it is a flat name or a dotted key.
+    return load_config(overrides=merge_overrides(base, kw))
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +69,8 @@ def test_config_layers_defaults_yaml_and_flags(tmp_path: Path) -> None:
     yml = tmp_path / "run.yaml"
     yml.write_text("backbone: efficientnet_b0\nbatch_size: 16\naugment:\n  rotation_deg: 5\n")
     cfg = load_config(yml, {"batch_size": 8, "augment.zoom": 0.2, "seed": None})
-    assert cfg.backbone == "efficientnet_b0"
-    assert cfg.batch_size == 8  # flag beats file
+    assert cfg.model.backbone == "efficientnet_b0"
+    assert cfg.stages.batch_size == 8  # flag beats file
     assert cfg.augment.rotation_deg == 5 and cfg.augment.zoom == 0.2
     assert cfg.seed == 1  # None override ignored: default stays
     again = load_config(None, {**cfg.to_dict(), "augment": cfg.to_dict()["augment"]})
@@ -84,11 +90,12 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
 
 def test_tutorial_recipes_encode_the_tutorials() -> None:
     t1 = load_config(None, recipe_overrides("tutorial1"))
-    assert (t1.mode, t1.cache_features, t1.optimizer, t1.batch_size, t1.threshold,
-            t1.monitor, t1.preprocessing) == ("frozen", False, "rmsprop", 64, 0.23, "val_loss", "unit")
+    assert (t1.stages.mode, t1.stages.cache_features, t1.optim.optimizer, t1.stages.batch_size,
+            t1.decision.threshold, t1.stages.monitor, t1.model.preprocessing) == (
+        "frozen", False, "rmsprop", 64, 0.23, "val_loss", "unit")
     t2 = load_config(None, recipe_overrides("tutorial2"))
-    assert (t2.optimizer, t2.finetune_lr, t2.unfreeze_groups, t2.input_size, t2.threshold) == (
-        "adam", 3e-4, -1, 224, 0.5)
+    assert (t2.optim.optimizer, t2.stages.finetune_lr, t2.stages.unfreeze_groups,
+            t2.model.input_size, t2.decision.threshold) == ("adam", 3e-4, -1, 224, 0.5)
     assert t2.augment.rotation_deg == 15 and t2.augment.zoom == 0.05 and not t2.augment.transpose
 
 
@@ -102,7 +109,8 @@ def test_set_assignments_reach_every_field_with_their_types() -> None:
                    "metadata": "age,sex", "jit": True, "input_size": 288, "threshold": 0.23}
     assert isinstance(got["augment.zoom"], float)
     cfg = load_config(None, got)
-    assert (cfg.dropout, cfg.augment.zoom, cfg.optimizer, cfg.input_size) == (0.3, 0.0, "adam", 288)
+    assert (cfg.model.dropout, cfg.augment.zoom, cfg.optim.optimizer, cfg.model.input_size) == (
+        0.3, 0.0, "adam", 288)
     for bad, why in [("nokey=1", "unknown config key 'nokey'"),
                      ("batch_size=abc", "expected an integer"),
                      ("seed=1.5", "expected an integer"),
@@ -136,13 +144,13 @@ def test_train_cli_set_and_options_resolve_into_config_yaml(gen_data: Path, tmp_
         "train", str(gen_data), "--out", str(run), "--backbone", "mobilenet_v3_small",
         "--weights", "none", "--input-size", "32", "--head-epochs", "1", "--finetune-epochs",
         "1", "--no-export-tflite", "--set", "dropout=0.25", "--set", "augment.zoom=0",
-        "--set", "batch_size=4", "--batch-size", "8", "--set", "feature_views=1"),
+        "--set", "stages.batch_size=4", "--batch-size", "8", "--set", "stages.feature_views=1"),
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["dropout"] == 0.25 and saved["augment"]["zoom"] == 0.0
-    assert saved["batch_size"] == 8  # the dedicated option wins over --set
-    assert saved["feature_views"] == 1
+    saved = yaml.safe_load((run / "config.yaml").read_text())  # nested: one block per section
+    assert saved["model"]["dropout"] == 0.25 and saved["augment"]["zoom"] == 0.0
+    assert saved["stages"]["batch_size"] == 8  # the dedicated option wins over --set
+    assert saved["stages"]["feature_views"] == 1
 
 
 # === Augmentation and the data stream ============================================
@@ -327,10 +335,7 @@ def test_every_named_recipe_trains_one_step(recipe: str, gen_data: Path, tmp_pat
     # The recipe's own choices survive the tiny-size overrides.
     for key, value in overrides.items():
         if key not in {"input_size", "batch_size", "head_epochs", "finetune_epochs"}:
-            node = cfg
-            for part in key.split("."):
-                node = getattr(node, part)
-            assert node == value, (recipe, key)
+            assert cfg.get(key) == value, (recipe, key)
     result = train(cfg)
     run = tmp_path / recipe
     assert (run / "model.keras").is_file() and (run / "model_spec.json").is_file()

@@ -243,7 +243,9 @@ class Run:
         path: The run folder, as given.
         spec: Its ``model_spec.json`` (backbone, input size, threshold and how it was chosen,
             validation metrics).
-        config: The resolved training config (``config.yaml``), or ``{}``.
+        config: The resolved training config (``config.yaml``) in its nested layout
+            (``config["stages"]["head_epochs"]``; runs saved flat by earlier versions are
+            shown nested too), or ``{}``.
         history: Per-epoch metrics (``history.csv``; ``stage`` says head or fine-tuning).
         result: What ``train`` returned (timings, peak memory) when this object came from
             :func:`train`; ``None`` when opened from disk.
@@ -268,7 +270,7 @@ class Run:
         hist = run / HISTORY_FILE
         history = pd.read_csv(hist) if hist.is_file() else pd.DataFrame()
         return cls(Path(os.fspath(path)), ModelSpec.load(run),
-                   read_training_config(run) or {}, history)
+                   _nested_config(read_training_config(run) or {}), history)
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
@@ -347,7 +349,8 @@ class Run:
         c = self.config
         rows: list[tuple[str, Any]] = [
             ("backbone", f"{s.backbone} at {s.input_size} px"),
-            ("training", ", ".join(f"{k} {c[k]}" for k in _config_keys(c) if k in c) or "—"),
+            ("training", ", ".join(f"{key.rpartition('.')[2]} {value}"
+                                   for key, value in _config_glance(c)) or "—"),
             ("threshold", f"{s.threshold:.3f} — {s.threshold_rule}"),
             ("validation", f"ROC AUC {_f(v.get('roc_auc'))}, sensitivity "
                            f"{_f(v.get('sensitivity'))}, specificity {_f(v.get('specificity'))} "
@@ -369,14 +372,38 @@ class Run:
                 f"threshold={self.spec.threshold:.3f})")
 
 
-def _config_keys(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """The config fields worth a glance, for the run's mode."""
-    if config.get("mode") == "frozen":
-        if not config.get("cache_features", True):  # recomputed every epoch: no feature views
-            return ("mode", "cache_features", "head_epochs", "optimizer", "imbalance", "loss")
-        return ("mode", "cache_features", "feature_views", "head_epochs", "imbalance", "loss")
-    return ("mode", "head_epochs", "finetune_epochs", "unfreeze_groups", "optimizer",
-            "imbalance", "loss")
+def _nested_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """``config.yaml`` in the nested layout, also for a run saved flat by an earlier version."""
+    from skinlesion.training.config import dotted_overrides, nest
+
+    try:
+        return nest(dotted_overrides(raw))
+    except ValueError:  # keys this version does not know: show the file as it is
+        return raw
+
+
+def _config_glance(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of the config fields worth a glance, for the run's mode."""
+    stages = config.get("stages")
+    stages = stages if isinstance(stages, Mapping) else {}
+    if stages.get("mode") == "frozen":
+        if not stages.get("cache_features", True):  # recomputed every epoch: no feature views
+            keys: tuple[str, ...] = ("stages.mode", "stages.cache_features", "stages.head_epochs",
+                                     "optim.optimizer", "objective.imbalance", "objective.loss")
+        else:
+            keys = ("stages.mode", "stages.cache_features", "stages.feature_views",
+                    "stages.head_epochs", "objective.imbalance", "objective.loss")
+    else:
+        keys = ("stages.mode", "stages.head_epochs", "stages.finetune_epochs",
+                "stages.unfreeze_groups", "optim.optimizer", "objective.imbalance",
+                "objective.loss")
+    out = []
+    for key in keys:
+        section, name = key.split(".")
+        block = config.get(section)
+        if isinstance(block, Mapping) and name in block:
+            out.append((key, block[name]))
+    return out
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -400,9 +427,10 @@ def train(data: PathLike | PreparedData, out: PathLike, *, recipe: str | None = 
         overwrite: Replace a run in ``out``.
         verbose: Keras ``fit`` verbosity (0 silent, 1 bar, 2 a line per epoch). Defaults to 0.
         progress: Called with a short message at each step (e.g. ``print``).
-        **overrides: Any :class:`~skinlesion.training.config.TrainConfig` field
-            (``mode="frozen"``, ``head_epochs=30``, ``input_size=128``, ``backbone=...``);
-            ``augment={"rotation_deg": 30}`` sets augmentation fields.
+        **overrides: Any :class:`~skinlesion.training.config.TrainConfig` field by its
+            flat name (``mode="frozen"``, ``head_epochs=30``, ``input_size=128``,
+            ``backbone=...``), or a whole section as a dict (``augment={"rotation_deg": 30}``,
+            ``stages={"mode": "frozen", "head_epochs": 30}``).
 
     Returns:
         The :class:`Run` (with ``result`` holding timings and peak memory).
@@ -412,23 +440,18 @@ def train(data: PathLike | PreparedData, out: PathLike, *, recipe: str | None = 
         RunExistsError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set.
         TrainingDivergedError: the loss became NaN/Inf.
     """
-    from skinlesion.training.config import load_config, recipe_overrides
+    from skinlesion.training.config import load_config, merge_overrides, recipe_overrides
     from skinlesion.training.trainer import train as _train
 
-    flat: dict[str, Any] = dict(recipe_overrides(recipe)) if recipe else {}
     if config is None and resume and (Path(os.fspath(out)) / CONFIG_FILE).is_file():
         config = Path(os.fspath(out)) / CONFIG_FILE
-    for key, value in overrides.items():
-        if key == "augment" and isinstance(value, Mapping):
-            flat.update({f"augment.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    flat.update({"data_dir": os.fspath(_path(data)), "out": os.fspath(out)})
-    cfg = load_config(config, flat)
-    if cfg.backbone:
+    cfg = load_config(config, merge_overrides(
+        recipe_overrides(recipe) if recipe else {}, overrides,
+        {"data_dir": os.fspath(_path(data)), "out": os.fspath(out)}))
+    if cfg.model.backbone:
         from skinlesion.models.registry import get_backbone
 
-        get_backbone(cfg.backbone)  # unknown names fail here, listing the valid ones
+        get_backbone(cfg.model.backbone)  # unknown names fail here, listing the valid ones
     result = _train(cfg, resume=resume, overwrite=overwrite, verbose=verbose, progress=progress)
     run = Run.open(out)
     run.result = result

@@ -290,7 +290,10 @@ def _legacy_config_data_dir(run: Path) -> str:
         cfg = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return ""
-    raw = cfg.get("data_dir") if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict):
+        return ""
+    data = cfg.get("data")  # nested since the config sections; flat before them
+    raw = data.get("data_dir") if isinstance(data, dict) else cfg.get("data_dir")
     return raw if isinstance(raw, str) else ""
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import typer
 
 from skinlesion.cli._common import err_console, fail, print_json
 from skinlesion.cli._progress import RichProgress
+from skinlesion.training.config import FIELDS, resolve_key
 
 
 def register(app: typer.Typer) -> None:
@@ -19,6 +23,88 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
 
 
+@dataclass(frozen=True)
+class ConfigOption:
+    """A dedicated ``train`` option for a config field.
+
+    Attributes:
+        key: The config field (flat name or dotted key, see
+            ``skinlesion.training.config.FIELDS``): the option is ``--<flat name with
+            dashes>`` (``--no-...`` too for a bool) and its type is the field's.
+        help: Help text.
+        short: A short alias (``-b``).
+    """
+
+    key: str
+    help: str | None = None
+    short: str | None = None
+
+
+# The dedicated config options of `train`, in --help order: one line each. Every field,
+# these included, can also be set with --set KEY=VALUE.
+CONFIG_OPTIONS: tuple[ConfigOption, ...] = (
+    ConfigOption("mode", "frozen | finetune."),
+    ConfigOption("backbone", "Registry name (see `skinlesion backbones`).", "-b"),
+    ConfigOption("weights", "imagenet | none | PATH to a weights file."),
+    ConfigOption("input_size", "Model input size in px."),
+    ConfigOption("head_epochs"),
+    ConfigOption("finetune_epochs"),
+    ConfigOption("head_lr"),
+    ConfigOption("finetune_lr"),
+    ConfigOption("unfreeze_groups", "Backbone groups unfrozen from the top (-1 all)."),
+    ConfigOption("batch_size", "Per-replica batch size."),
+    ConfigOption("imbalance", "class_weight | balanced_sampling | none."),
+    ConfigOption("loss", "bce | focal."),
+    ConfigOption("label_smoothing"),
+    ConfigOption("monitor", "Best-checkpoint metric (val_auc)."),
+    ConfigOption("patience", "Early stopping (0 = off)."),
+    ConfigOption("target_sensitivity", "Validation sensitivity the threshold must reach (0.90)."),
+    ConfigOption("threshold", "Fixed decision threshold."),
+    ConfigOption("seed"),
+    ConfigOption("strategy", "auto | none | mirrored | multiworker."),
+    ConfigOption("precision", "float32 | mixed_float16 | mixed_bfloat16."),
+    ConfigOption("jit", "XLA compilation."),
+    ConfigOption("tfrecords",
+                 "Read the training split from DATA_DIR/tfrecords (prepare --tfrecords N)."),
+    ConfigOption("limit", "At most N images per split."),
+    ConfigOption("fold", "Cross-validation: validate on this manifest fold (prepare --folds K)."),
+    ConfigOption("target", "binary | diagnosis (softmax over the manifest's diagnoses; "
+                           "P(malignant) = sum of the malignant classes)."),
+    ConfigOption("min_class_images",
+                 "With --target diagnosis: rarer classes merge into other_benign/other_malignant."),
+    ConfigOption("metadata",
+                 "Fuse clinical metadata with the image: a subset of age,sex,site ('' = none)."),
+    ConfigOption("metadata_missing", "Unknown metadata as: flags | impute."),
+    ConfigOption("metadata_dropout",
+                 "Training only: chance of hiding each known metadata field (0–1)."),
+    ConfigOption("color_constancy", "Shades-of-Gray colour constancy (p = 6) inside the model."),
+)
+
+
+def _with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` one Typer option per :data:`CONFIG_OPTIONS` entry, after ``recipe``.
+
+    Typer reads the function's signature; the generated options arrive in ``**options``
+    under their flat config names (None = not given).
+    """
+    sig = inspect.signature(command)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    generated = []
+    for opt in CONFIG_OPTIONS:
+        field = FIELDS[resolve_key(opt.key)]
+        name = "--" + field.flat.replace("_", "-")
+        decls = [f"{name}/--no-{name[2:]}" if field.kind is bool else name]
+        decls += [opt.short] if opt.short else []
+        generated.append(inspect.Parameter(
+            field.flat, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=field.kind | None,
+            default=typer.Option(None, *decls, help=opt.help)))
+    at = [p.name for p in params].index("recipe") + 1
+    command.__dict__["__signature__"] = sig.replace(parameters=[*params[:at], *generated,
+                                                                *params[at:]])
+    return command
+
+
+@_with_config_options
 def train_command(
     data_dir: Path = typer.Argument(..., help="Prepared data folder (holds manifest.csv)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
@@ -26,58 +112,6 @@ def train_command(
     recipe: str | None = typer.Option(
         None, "--recipe",
         help="Named recipe: finetune (default), frozen, tutorial1, tutorial2."),
-    mode: str | None = typer.Option(None, "--mode", help="frozen | finetune."),
-    backbone: str | None = typer.Option(None, "--backbone", "-b",
-                                        help="Registry name (see `skinlesion backbones`)."),
-    weights: str | None = typer.Option(None, "--weights",
-                                       help="imagenet | none | PATH to a weights file."),
-    input_size: int | None = typer.Option(None, "--input-size", help="Model input size in px."),
-    head_epochs: int | None = typer.Option(None, "--head-epochs"),
-    finetune_epochs: int | None = typer.Option(None, "--finetune-epochs"),
-    head_lr: float | None = typer.Option(None, "--head-lr"),
-    finetune_lr: float | None = typer.Option(None, "--finetune-lr"),
-    unfreeze_groups: int | None = typer.Option(None, "--unfreeze-groups",
-                                               help="Backbone groups unfrozen from the top (-1 all)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Per-replica batch size."),
-    imbalance: str | None = typer.Option(None, "--imbalance",
-                                         help="class_weight | balanced_sampling | none."),
-    loss: str | None = typer.Option(None, "--loss", help="bce | focal."),
-    label_smoothing: float | None = typer.Option(None, "--label-smoothing"),
-    monitor: str | None = typer.Option(None, "--monitor", help="Best-checkpoint metric (val_auc)."),
-    patience: int | None = typer.Option(None, "--patience", help="Early stopping (0 = off)."),
-    target_sensitivity: float | None = typer.Option(
-        None, "--target-sensitivity", help="Validation sensitivity the threshold must reach (0.90)."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Fixed decision threshold."),
-    seed: int | None = typer.Option(None, "--seed"),
-    strategy: str | None = typer.Option(None, "--strategy",
-                                        help="auto | none | mirrored | multiworker."),
-    precision: str | None = typer.Option(None, "--precision",
-                                         help="float32 | mixed_float16 | mixed_bfloat16."),
-    jit: bool | None = typer.Option(None, "--jit/--no-jit", help="XLA compilation."),
-    tfrecords: bool | None = typer.Option(
-        None, "--tfrecords/--no-tfrecords",
-        help="Read the training split from DATA_DIR/tfrecords (prepare --tfrecords N)."),
-    limit: int | None = typer.Option(None, "--limit", help="At most N images per split."),
-    fold: int | None = typer.Option(
-        None, "--fold", help="Cross-validation: validate on this manifest fold (prepare --folds K)."),
-    target: str | None = typer.Option(
-        None, "--target",
-        help="binary | diagnosis (softmax over the manifest's diagnoses; P(malignant) = sum "
-             "of the malignant classes)."),
-    min_class_images: int | None = typer.Option(
-        None, "--min-class-images",
-        help="With --target diagnosis: rarer classes merge into other_benign/other_malignant."),
-    metadata: str | None = typer.Option(
-        None, "--metadata",
-        help="Fuse clinical metadata with the image: a subset of age,sex,site ('' = none)."),
-    metadata_missing: str | None = typer.Option(
-        None, "--metadata-missing", help="Unknown metadata as: flags | impute."),
-    metadata_dropout: float | None = typer.Option(
-        None, "--metadata-dropout",
-        help="Training only: chance of hiding each known metadata field (0–1)."),
-    color_constancy: bool | None = typer.Option(
-        None, "--color-constancy/--no-color-constancy",
-        help="Shades-of-Gray colour constancy (p = 6) inside the model."),
     settings: list[str] | None = typer.Option(
         None, "--set",
         help="KEY=VALUE for any config field, repeatable (e.g. --set dropout=0.3 --set "
@@ -89,35 +123,28 @@ def train_command(
         help="After training, write RUN_DIR/export/tflite (float32 TFLite + its parity with "
              "Keras on the test split) so predict/evaluate/serve --runtime auto use it."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    **options: Any,
 ) -> None:
     """Train a classifier on a prepared data folder and write RUN_DIR."""
     from skinlesion.runspec import CONFIG_FILE
-    from skinlesion.training.config import load_config, parse_assignments, recipe_overrides
+    from skinlesion.training.config import (
+        load_config,
+        merge_overrides,
+        parse_assignments,
+        recipe_overrides,
+    )
 
-    overrides: dict[str, Any] = {}
     try:
-        if recipe:
-            overrides.update(recipe_overrides(recipe))
-        overrides.update(parse_assignments(settings or []))
         if resume and config is None and (out / CONFIG_FILE).is_file():
             config = out / CONFIG_FILE
-        overrides.update({k: v for k, v in {
-            "data_dir": str(data_dir), "out": str(out), "mode": mode, "backbone": backbone,
-            "weights": weights, "input_size": input_size, "head_epochs": head_epochs,
-            "finetune_epochs": finetune_epochs, "head_lr": head_lr, "finetune_lr": finetune_lr,
-            "unfreeze_groups": unfreeze_groups, "batch_size": batch_size, "imbalance": imbalance,
-            "loss": loss, "label_smoothing": label_smoothing, "monitor": monitor,
-            "patience": patience, "target_sensitivity": target_sensitivity, "threshold": threshold,
-            "seed": seed, "strategy": strategy, "precision": precision, "jit": jit, "limit": limit,
-            "tfrecords": tfrecords, "fold": fold, "target": target, "min_class_images": min_class_images, "metadata": metadata,
-            "metadata_missing": metadata_missing, "metadata_dropout": metadata_dropout,
-            "color_constancy": color_constancy,
-        }.items() if v is not None})
-        cfg = load_config(config, overrides)
-        if cfg.backbone:
+        # defaults < --config < --recipe < --set < the dedicated options
+        cfg = load_config(config, merge_overrides(
+            recipe_overrides(recipe) if recipe else {}, parse_assignments(settings or []),
+            {**options, "data_dir": str(data_dir), "out": str(out)}))
+        if cfg.model.backbone:
             from skinlesion.models.registry import get_backbone
 
-            get_backbone(cfg.backbone)
+            get_backbone(cfg.model.backbone)
     except (ValueError, KeyError) as exc:
         fail(str(exc), code=2)
     result = _run_training(cfg, resume=resume, overwrite=overwrite, quiet=as_json)

@@ -45,6 +45,26 @@ class AugmentConfig:
     hue: float = 0.02
     crop_scale: float = 0.8
 
+    def validate(self) -> AugmentConfig:
+        """Check the ranges the augmentation ops accept; return self.
+
+        Raises:
+            ValueError: naming the key (``augment.<field>``) and its range.
+        """
+        for name in ("rotation_deg", "zoom", "brightness", "contrast", "saturation", "hue"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"augment.{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.zoom >= 1.0:
+            raise ValueError(f"augment.zoom must be < 1, got {self.zoom}")
+        for name in ("contrast", "saturation"):  # the lower factor 1 - x must stay ≥ 0
+            if getattr(self, name) > 1.0:
+                raise ValueError(f"augment.{name} must be ≤ 1, got {getattr(self, name)}")
+        if self.hue > 0.5:
+            raise ValueError(f"augment.hue must be ≤ 0.5, got {self.hue}")
+        if self.crop_scale <= 0.0:
+            raise ValueError(f"augment.crop_scale must be > 0, got {self.crop_scale}")
+        return self
+
 
 def augment_image(image: Any, seed: Any, cfg: AugmentConfig) -> Any:
     """Augment one square RGB image.

@@ -207,12 +207,16 @@ def _title(run: Mapping[str, Any]) -> str:
 
 
 def _recipe(config: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
-    """The training config, with "use the backbone's default" values resolved from the spec."""
+    """The training config, with "use the backbone's default" values resolved from the spec.
+
+    The config is nested (``model.input_size``) or, from runs saved before the config
+    sections, flat (``input_size``).
+    """
     recipe = flatten(config)
-    if not recipe.get("input_size") and run.get("input_size"):
-        recipe["input_size"] = f"{run['input_size']} (the backbone's default)"
-    if not recipe.get("preprocessing") and run.get("preprocessing"):
-        recipe["preprocessing"] = f"{run['preprocessing']} (the backbone's default)"
+    for name in ("input_size", "preprocessing"):
+        key = f"model.{name}" if f"model.{name}" in recipe else name
+        if not recipe.get(key) and run.get(name):
+            recipe[key] = f"{run[name]} (the backbone's default)"
     return recipe
 
 

@@ -30,16 +30,17 @@ def make_loss(cfg: TrainConfig) -> Any:
     """
     import keras
 
-    if cfg.target == "diagnosis":
-        if cfg.loss != "bce" or cfg.label_smoothing:
+    obj = cfg.objective
+    if cfg.model.target == "diagnosis":
+        if obj.loss != "bce" or obj.label_smoothing:
             raise ValueError("target diagnosis trains with cross-entropy: use loss bce and "
                              "label_smoothing 0")
         return keras.losses.SparseCategoricalCrossentropy()
 
-    if cfg.loss == "focal":
+    if obj.loss == "focal":
         return keras.losses.BinaryFocalCrossentropy(
-            gamma=cfg.focal_gamma, label_smoothing=cfg.label_smoothing)
-    return keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
+            gamma=obj.focal_gamma, label_smoothing=obj.label_smoothing)
+    return keras.losses.BinaryCrossentropy(label_smoothing=obj.label_smoothing)
 
 
 def make_metrics(malignant: list[int] | tuple[int, ...] | None = None) -> list[Any]:
@@ -75,10 +76,10 @@ def make_schedule(cfg: TrainConfig, lr: float, steps_per_epoch: int, epochs: int
     """Warm-up then cosine decay (or a constant rate; ``plateau`` uses a callback)."""
     import keras
 
-    if cfg.schedule != "cosine" or epochs <= 0:
+    if cfg.optim.schedule != "cosine" or epochs <= 0:
         return lr
     total = max(1, steps_per_epoch * epochs)
-    warmup = min(total - 1, steps_per_epoch * cfg.warmup_epochs)
+    warmup = min(total - 1, steps_per_epoch * cfg.optim.warmup_epochs)
     if warmup > 0:
         return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr * 0.1, decay_steps=total - warmup, alpha=0.01,
@@ -90,13 +91,14 @@ def make_optimizer(cfg: TrainConfig, learning_rate: Any) -> Any:
     """The optimizer named by the config."""
     import keras
 
-    if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
+    opt = cfg.optim
+    if opt.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=opt.weight_decay)
+    if opt.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate)
-    if cfg.optimizer == "rmsprop":
+    if opt.optimizer == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate)
-    return keras.optimizers.SGD(learning_rate, momentum=0.9, weight_decay=cfg.weight_decay or None)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9, weight_decay=opt.weight_decay or None)
 
 
 def monitor_mode(monitor: str) -> str:

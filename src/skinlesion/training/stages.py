@@ -73,17 +73,19 @@ class StageContext:
         from skinlesion.data.pipeline import image_dataset
         from skinlesion.training.distribute import replicas
 
-        bspec = get_backbone(cfg.backbone)
-        size = int(cfg.input_size or bspec.input_size)
+        bspec = get_backbone(cfg.model.backbone)
+        size = int(cfg.model.input_size or bspec.input_size)
         n_rep = replicas(strategy)
         ctx = cls(cfg=cfg, run_dir=run_dir, splits=splits, strategy=strategy, bspec=bspec,
-                  size=size, preprocessing=cfg.preprocessing or bspec.preprocessing,
-                  global_batch=cfg.batch_size * n_rep,
-                  lr_scale=float(n_rep) if cfg.scale_lr else 1.0, verbose=verbose, say=say)
-        if cfg.tfrecords:  # stream the training split from TFRecord shards (docs/SCALING.md)
+                  size=size, preprocessing=cfg.model.preprocessing or bspec.preprocessing,
+                  global_batch=cfg.stages.batch_size * n_rep,
+                  lr_scale=float(n_rep) if cfg.distribute.scale_lr else 1.0, verbose=verbose,
+                  say=say)
+        if cfg.data.tfrecords:  # stream the training split from TFRecord shards (docs/SCALING.md)
             from skinlesion.data.tfrecords import split_dataset
 
-            ctx.base_train = split_dataset(cfg.data_dir, "train", splits.train["image_id"].tolist(),
+            ctx.base_train = split_dataset(cfg.data.data_dir, "train",
+                                           splits.train["image_id"].tolist(),
                                            size, cache=ctx.image_cache("train"))
             ctx.worker_shards = _worker_shards(cfg, strategy)
         else:
@@ -98,15 +100,15 @@ class StageContext:
         """Diagnosis classes and metadata encoder fitted on the training split (if asked)."""
         cfg, sp = self.cfg, self.splits
         frames = {"train": sp.train, "val": sp.val}
-        if cfg.target == "diagnosis":
-            self.classes = DiagnosisClasses.from_frame(sp.train, cfg.min_class_images)
+        if cfg.model.target == "diagnosis":
+            self.classes = DiagnosisClasses.from_frame(sp.train, cfg.model.min_class_images)
             self.targets = {k: self.classes.index(f["diagnosis"], f["label"])
                             for k, f in frames.items()}
         else:
             self.targets = {"train": sp.y_train, "val": sp.y_val}
-        fields = parse_fields(cfg.metadata)
+        fields = parse_fields(cfg.metadata.fields)
         if fields:
-            self.encoder = MetadataEncoder.fit(sp.train, fields, cfg.metadata_missing)
+            self.encoder = MetadataEncoder.fit(sp.train, fields, cfg.metadata.missing)
             self.meta = {k: self.encoder.encode(f) for k, f in frames.items()}
         if (self.classes or self.encoder) and self.worker_shards:
             raise ValueError("target diagnosis and metadata are not supported with multi-worker "
@@ -136,7 +138,7 @@ class StageContext:
 
         target = tf.constant(self.targets[split])
         meta = tf.constant(self.meta[split]) if self.encoder is not None else None
-        rate = self.cfg.metadata_dropout if split == "train" else 0.0
+        rate = self.cfg.metadata.dropout if split == "train" else 0.0
         fields = tf.constant(self.encoder.field_matrix()) if self.encoder else None
         blank = tf.constant(self.encoder.blank()) if self.encoder else None
         seed = self.cfg.seed
@@ -159,10 +161,10 @@ class StageContext:
         return fn
 
     def image_cache(self, split: str) -> str | None:
-        """Where decoded, resized images of ``split`` are cached (see ``TrainConfig.cache``)."""
-        if self.cfg.cache == "none":
+        """Where decoded, resized images of ``split`` are cached (see ``DataConfig.cache``)."""
+        if self.cfg.data.cache == "none":
             return None
-        if self.cfg.cache == "memory":
+        if self.cfg.data.cache == "memory":
             return "memory"
         return str(self.run_dir / CHECKPOINTS_DIR / f"images-{split}")
 
@@ -172,19 +174,20 @@ class StageContext:
 
     @property
     def run_head_on_features(self) -> bool:
-        cfg = self.cfg
-        if cfg.mode == "frozen":
-            return cfg.cache_features and cfg.head_epochs > 0
-        return cfg.head_epochs > 0
+        st = self.cfg.stages
+        if st.mode == "frozen":
+            return st.cache_features and st.head_epochs > 0
+        return st.head_epochs > 0
 
     def build_model(self) -> Any:
         from skinlesion.models.classifier import build_classifier
 
-        return build_classifier(self.bspec.name, self.size, weights=self.cfg.weights_arg,
-                                dropout=self.cfg.dropout, preprocessing=self.preprocessing,
+        m = self.cfg.model
+        return build_classifier(self.bspec.name, self.size, weights=m.weights_arg,
+                                dropout=m.dropout, preprocessing=self.preprocessing,
                                 malignant=self.malignant,
                                 metadata_dim=self.encoder.dim if self.encoder else 0,
-                                color_constancy=self.cfg.color_constancy)
+                                color_constancy=m.color_constancy)
 
     def val_batches(self) -> Any:
         from skinlesion.data.pipeline import eval_batches
@@ -210,9 +213,9 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     import keras
 
     from skinlesion.data.pipeline import feature_batches
-    from skinlesion.models.classifier import build_head, copy_head_weights, feature_extractor
-    from skinlesion.training.distribute import is_chief
-    cfg, done = ctx.cfg, ctx.checkpoints / "head.weights.h5"
+    from skinlesion.models.classifier import build_head, copy_head_weights
+
+    cfg, st, done = ctx.cfg, ctx.cfg.stages, ctx.checkpoints / "head.weights.h5"
     hist_path = ctx.checkpoints / "history_head.csv"
     if done.is_file() and hist_path.is_file():
         ctx.say("head stage already finished: reloading it")
@@ -221,22 +224,8 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
         frame.attrs["stage"] = "head"
         return frame
 
-    extractor = feature_extractor(model)
-    key_parts = {"backbone": ctx.bspec.name, "size": ctx.size, "weights": str(cfg.weights),
-                 "preprocessing": ctx.preprocessing, "decoder": DECODER_ID}
-    if cfg.color_constancy:  # keys of runs without it stay as they were
-        key_parts["color_constancy"] = "shades_of_gray_p6"
-    # Shared beside the data on the chief; another worker computes its own copy privately.
-    cache_dir = _feature_cache_dir(cfg) if is_chief() else ctx.checkpoints / "features"
-    t = time.perf_counter()
-    views = cfg.feature_views
-    ctx.say(f"feature pass: {len(ctx.splits.train)} train images × {views} views, "
-            f"{len(ctx.splits.val)} val images (cached in {cache_dir})")
-    rate = _RateReporter(ctx.say, views)
-    x_train, x_val = _pooled_features(ctx, extractor, cache_dir, key_parts, views,
-                                      batch_size=_feature_batch(ctx.global_batch), rate=rate)
-    ctx.timings["feature_pass_s"] = time.perf_counter() - t
-
+    x_train, x_val = _feature_pass(ctx, model)
+    views = st.feature_views
     y_train = np.tile(ctx.targets["train"], views)
     y_val = ctx.targets["val"]
     x_train = x_train.reshape(-1, x_train.shape[-1])
@@ -244,41 +233,41 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     x_val_in: Any = x_val
     if ctx.encoder is not None:  # each view of an image gets its own metadata dropout draw
         meta_train = ctx.encoder.hide(np.tile(ctx.meta["train"], (views, 1)),
-                                      cfg.metadata_dropout, np.random.default_rng(cfg.seed))
+                                      cfg.metadata.dropout, np.random.default_rng(cfg.seed))
         x_fit_in, x_val_in = (x_train, meta_train), (x_val, ctx.meta["val"])
     with ctx.strategy.scope():
-        head = build_head(x_train.shape[-1], cfg.dropout, malignant=ctx.malignant,
+        head = build_head(x_train.shape[-1], cfg.model.dropout, malignant=ctx.malignant,
                           metadata_dim=ctx.encoder.dim if ctx.encoder else 0)
-        head.compile(optimizer=make_optimizer(cfg, cfg.head_lr * ctx.lr_scale),
+        head.compile(optimizer=make_optimizer(cfg, st.head_lr * ctx.lr_scale),
                      loss=make_loss(cfg), metrics=make_metrics(ctx.malignant))
     # TensorBoard in this stage too (docs/TRAINING.md promises logs/ for every mode).
     callbacks: list[Any] = [keras.callbacks.TerminateOnNaN(),
                             keras.callbacks.CSVLogger(str(hist_path) + ".part"),
                             keras.callbacks.TensorBoard(str(ctx.run_dir / LOGS_DIR / "head"),
                                                         write_graph=False)]
-    if cfg.patience:
+    if st.patience:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=cfg.monitor, mode=monitor_mode(cfg.monitor), patience=cfg.patience,
+            monitor=st.monitor, mode=monitor_mode(st.monitor), patience=st.patience,
             restore_best_weights=True))
-    cw = (class_weights(ctx.targets["train"], ctx.n_classes)
-          if cfg.imbalance == "class_weight" else None)
+    imbalance = cfg.objective.imbalance
+    cw = class_weights(ctx.targets["train"], ctx.n_classes) if imbalance == "class_weight" else None
     x_fit, y_fit = x_fit_in, y_train
-    if cfg.imbalance == "balanced_sampling":
+    if imbalance == "balanced_sampling":
         x_fit, y_fit = _oversample(x_train, y_train, cfg.seed)
     t = time.perf_counter()
     # tf.data rather than numpy, sharded explicitly: under MultiWorkerMirroredStrategy every
     # worker holds the same features (computed from the same weights) and shuffles them with
     # the same seed, and each takes its part of every global batch (see feature_batches).
-    batch = max(cfg.head_batch_size, ctx.global_batch)
-    ctx.say(f"head: training on {len(x_fit)} cached feature vectors, up to {cfg.head_epochs} "
-            f"epochs" + (f" (early stopping after {cfg.patience} without a better "
-                         f"{cfg.monitor})" if cfg.patience else ""))
+    batch = max(st.head_batch_size, ctx.global_batch)
+    ctx.say(f"head: training on {len(x_fit)} cached feature vectors, up to {st.head_epochs} "
+            f"epochs" + (f" (early stopping after {st.patience} without a better "
+                         f"{st.monitor})" if st.patience else ""))
     if not ctx.verbose:  # Keras prints its own epoch lines when verbose
-        callbacks.append(epoch_reporter(ctx.say, "head", cfg.head_epochs, cfg.monitor))
-    hist = head.fit(feature_batches(x_fit, y_fit, batch, seed=cfg.seed, epochs=cfg.head_epochs),
+        callbacks.append(epoch_reporter(ctx.say, "head", st.head_epochs, st.monitor))
+    hist = head.fit(feature_batches(x_fit, y_fit, batch, seed=cfg.seed, epochs=st.head_epochs),
                     steps_per_epoch=steps(len(y_fit), batch),
                     validation_data=feature_batches(x_val_in, y_val, batch),
-                    epochs=cfg.head_epochs, class_weight=cw, callbacks=callbacks,
+                    epochs=st.head_epochs, class_weight=cw, callbacks=callbacks,
                     verbose=ctx.verbose, shuffle=False)
     ctx.timings["head_fit_s"] = time.perf_counter() - t
     ctx.timings["head_epoch_s"] = ctx.timings["head_fit_s"] / max(1, len(hist.epoch))
@@ -292,6 +281,30 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     Path(str(hist_path) + ".part").unlink(missing_ok=True)
     frame.attrs["stage"] = "head"
     return frame
+
+
+def _feature_pass(ctx: StageContext, model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features of the training images (``(views, n, d)``) and of the validation
+    images (``(n, d)``), read from the feature cache or computed once into it."""
+    from skinlesion.models.classifier import feature_extractor
+    from skinlesion.training.distribute import is_chief
+
+    cfg = ctx.cfg
+    key_parts = {"backbone": ctx.bspec.name, "size": ctx.size, "weights": str(cfg.model.weights),
+                 "preprocessing": ctx.preprocessing, "decoder": DECODER_ID}
+    if cfg.model.color_constancy:  # keys of runs without it stay as they were
+        key_parts["color_constancy"] = "shades_of_gray_p6"
+    # Shared beside the data on the chief; another worker computes its own copy privately.
+    cache_dir = _feature_cache_dir(cfg) if is_chief() else ctx.checkpoints / "features"
+    t = time.perf_counter()
+    views = cfg.stages.feature_views
+    ctx.say(f"feature pass: {len(ctx.splits.train)} train images × {views} views, "
+            f"{len(ctx.splits.val)} val images (cached in {cache_dir})")
+    rate = _RateReporter(ctx.say, views)
+    features = _pooled_features(ctx, feature_extractor(model), cache_dir, key_parts, views,
+                                batch_size=_feature_batch(ctx.global_batch), rate=rate)
+    ctx.timings["feature_pass_s"] = time.perf_counter() - t
+    return features
 
 
 def _pooled_features(ctx: StageContext, extractor: Any, cache_dir: Path,
@@ -414,7 +427,7 @@ def epoch_reporter(say: Callable[[str], None], stage: str, epochs: int,
 
 def _feature_cache_dir(cfg: TrainConfig) -> Path:
     # Beside the prepared data, so every run on the same data and backbone shares it.
-    return Path(cfg.data_dir) / "cache" / "features"
+    return Path(cfg.data.data_dir) / "cache" / "features"
 
 
 def _oversample(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -465,13 +478,13 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
 
     from skinlesion.data.pipeline import training_stream
 
-    cfg = ctx.cfg
+    cfg, st = ctx.cfg, ctx.cfg.stages
     n_train = len(ctx.splits.train)
     spe = steps(n_train, ctx.global_batch)
     backup = ctx.checkpoints / f"backup_{stage}"
     hist_path = ctx.checkpoints / f"history_{stage}.csv"
     start = _restored_epoch(backup)
-    best_so_far = _truncate_history(hist_path, start, cfg.monitor)
+    best_so_far = _truncate_history(hist_path, start, st.monitor)
     if start:
         ctx.say(f"{stage}: resuming at epoch {start + 1}/{epochs}")
     trainable = set_trainable(model, ctx.bspec, unfreeze)
@@ -482,12 +495,12 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
     with ctx.strategy.scope():
         schedule = make_schedule(cfg, lr * ctx.lr_scale, spe, epochs)
         model.compile(optimizer=make_optimizer(cfg, schedule), loss=make_loss(cfg),
-                      metrics=make_metrics(ctx.malignant), jit_compile=cfg.jit)
-    cw = (class_weights(ctx.targets["train"], ctx.n_classes)
-          if cfg.imbalance == "class_weight" else None)
+                      metrics=make_metrics(ctx.malignant), jit_compile=cfg.distribute.jit)
+    imbalance = cfg.objective.imbalance
+    cw = class_weights(ctx.targets["train"], ctx.n_classes) if imbalance == "class_weight" else None
     stream_kw: dict[str, Any] = {"seed": cfg.seed, "start_epoch": start, "epochs": epochs,
-                                 "augment": cfg.augment, "shuffle_buffer": cfg.shuffle_buffer,
-                                 "balanced": cfg.imbalance == "balanced_sampling"}
+                                 "augment": cfg.augment, "shuffle_buffer": cfg.data.shuffle_buffer,
+                                 "balanced": imbalance == "balanced_sampling"}
     if ctx.worker_shards:  # multi-worker on TFRecords: each worker reads its own shards
         from skinlesion.training.distribute import file_sharded_stream
 
@@ -504,25 +517,25 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
     for stale in ctx.checkpoints.glob(f"best_{stage}-epoch*.weights.h5"):
         if _epoch_of(stale) > start:  # written by epochs the resumed run will redo
             stale.unlink()
-    mode = monitor_mode(cfg.monitor)
+    mode = monitor_mode(st.monitor)
     # Order matters: the backup is written last, so an epoch it covers has its
     # checkpoint and history row complete.
     callbacks: list[Any] = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
-            str(ctx.checkpoints / best_pattern), monitor=cfg.monitor, mode=mode,
+            str(ctx.checkpoints / best_pattern), monitor=st.monitor, mode=mode,
             save_best_only=True, save_weights_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(str(hist_path), append=True),
         keras.callbacks.TensorBoard(str(ctx.run_dir / LOGS_DIR / stage)),
     ]
-    if cfg.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode,
-                                                       patience=cfg.patience))
-    if cfg.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, mode=mode,
+    if st.patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=st.monitor, mode=mode,
+                                                       patience=st.patience))
+    if cfg.optim.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=st.monitor, mode=mode,
                                                            factor=0.3, patience=2))
     if not ctx.verbose:  # Keras prints its own epoch lines when verbose
-        callbacks.append(epoch_reporter(ctx.say, stage, epochs, cfg.monitor))
+        callbacks.append(epoch_reporter(ctx.say, stage, epochs, st.monitor))
     callbacks.append(keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True))
     if start < epochs:
         model.fit(stream, epochs=epochs, initial_epoch=start, steps_per_epoch=spe,
@@ -550,13 +563,13 @@ def _worker_shards(cfg: TrainConfig, strategy: Any) -> tuple[list[str], list[int
     from skinlesion.training.distribute import num_workers
 
     workers = num_workers(strategy)
-    files = shard_files(cfg.data_dir, "train")
-    if workers < 2 or cfg.limit or len(files) < workers:
+    files = shard_files(cfg.data.data_dir, "train")
+    if workers < 2 or cfg.data.limit or len(files) < workers:
         if workers > 1:
             log.info("DATA sharding: %d shard(s) for %d workers%s", len(files), workers,
-                     " (limit set)" if cfg.limit else "")
+                     " (limit set)" if cfg.data.limit else "")
         return None
-    counts = [int(s["images"]) for s in read_index(cfg.data_dir)["splits"]["train"]["shards"]]
+    counts = [int(s["images"]) for s in read_index(cfg.data.data_dir)["splits"]["train"]["shards"]]
     return files, counts
 
 

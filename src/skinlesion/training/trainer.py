@@ -98,7 +98,7 @@ def train(
     """Train a classifier as ``cfg`` says and write the run directory.
 
     Args:
-        cfg: Resolved, validated config (``cfg.data_dir``, ``cfg.out`` set).
+        cfg: Resolved, validated config (``cfg.data.data_dir``, ``cfg.out`` set).
         resume: Continue an interrupted run in ``cfg.out``.
         overwrite: Replace a finished or interrupted run in ``cfg.out``.
         verbose: Keras verbosity for ``fit`` (0 silent, 1 progress bar, 2 one line per epoch).
@@ -121,17 +121,17 @@ def train(
     from skinlesion.training.distribute import get_strategy, release_worker_dir, replicas
 
     # First of all: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
-    strategy = get_strategy(cfg.strategy)
+    strategy = get_strategy(cfg.distribute.strategy)
     run_dir = open_run_dir(cfg, resume=resume, overwrite=overwrite)
     keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy(cfg.precision)
+    keras.mixed_precision.set_global_policy(cfg.distribute.precision)
     n_rep = replicas(strategy)
     splits = load_splits(cfg)
     say(f"data: {len(splits.train)} train / {len(splits.val)} val images "
         f"({int(splits.y_train.sum())} / {int(splits.y_val.sum())} malignant), {n_rep} replica(s)")
 
     ctx = stages.StageContext.create(cfg, run_dir, splits, strategy, verbose=verbose, say=say)
-    say(f"model: {ctx.bspec.name} at {ctx.size} px, weights {cfg.weights}")
+    say(f"model: {ctx.bspec.name} at {ctx.size} px, weights {cfg.model.weights}")
     with strategy.scope():
         model = ctx.build_model()
     histories = []
@@ -140,24 +140,25 @@ def train(
         histories.append(stages.head_on_features(ctx, model))
         timings["head_s"] = time.perf_counter() - t
         timings.update(ctx.timings)
-    if cfg.mode == "frozen" and not cfg.cache_features:
+    st = cfg.stages
+    if st.mode == "frozen" and not st.cache_features:
         t = time.perf_counter()
         histories.append(stages.fit_images(ctx, model, stage="frozen", unfreeze=0,
-                                           lr=cfg.head_lr, epochs=cfg.head_epochs))
+                                           lr=st.head_lr, epochs=st.head_epochs))
         timings["frozen_recomputed_s"] = time.perf_counter() - t
-    if cfg.mode == "finetune" and cfg.finetune_epochs > 0:
+    if st.mode == "finetune" and st.finetune_epochs > 0:
         t = time.perf_counter()
-        histories.append(stages.fit_images(ctx, model, stage="finetune", unfreeze=cfg.unfreeze_groups,
-                                           lr=cfg.finetune_lr, epochs=cfg.finetune_epochs))
+        histories.append(stages.fit_images(ctx, model, stage="finetune", unfreeze=st.unfreeze_groups,
+                                           lr=st.finetune_lr, epochs=st.finetune_epochs))
         timings["finetune_s"] = time.perf_counter() - t
 
     history = stages.combine_histories(histories)
     say("choosing the operating threshold on the validation split")
     val_prob = ctx.predict_val(model)
     spec = make_spec(cfg, ctx, splits, val_prob)
-    best_epoch, best_value = stages.best_of(history, cfg.monitor)
+    best_epoch, best_value = stages.best_of(history, st.monitor)
     timings["total_s"] = time.perf_counter() - t0
-    spec.val_metrics.update({"best_epoch": best_epoch, cfg.monitor: best_value})
+    spec.val_metrics.update({"best_epoch": best_epoch, st.monitor: best_value})
     write_training_images(run_dir, training_images_record(splits.train, splits.val,
                                                           spec.data_fingerprint))
     write_run(run_dir, model, spec, history)
@@ -180,7 +181,7 @@ def open_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
     """
     if not cfg.out:
         raise ValueError("no output folder: pass --out RUN_DIR")
-    if not cfg.data_dir:
+    if not cfg.data.data_dir:
         raise ValueError("no data folder: pass DATA_DIR")
     if not is_chief():  # other workers write a private temporary folder (see distribute.py)
         return worker_run_dir(Path(cfg.out), resume=resume)
@@ -198,8 +199,9 @@ def open_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
         raise RunExistsError(f"{run} holds an interrupted run; pass --resume to continue it "
                              "or --overwrite to start again")
     elif resume and (run / CONFIG_FILE).is_file():
-        saved = load_config(run / CONFIG_FILE)
-        diff = {k for k, v in saved.to_dict().items() if cfg.to_dict().get(k) != v} - {"out"}
+        saved = load_config(run / CONFIG_FILE)  # nested, or flat from an earlier version
+        mine = cfg.to_dotted()
+        diff = {k for k, v in saved.to_dotted().items() if mine.get(k) != v} - {"out"}
         if diff:
             raise ValueError(f"{run / CONFIG_FILE}: --resume needs the same config; differs in "
                              f"{sorted(diff)}")
@@ -210,25 +212,26 @@ def open_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
 
 
 def load_splits(cfg: TrainConfig) -> Splits:
-    """Train and val rows of the manifest (``cfg.limit`` caps each split, stratified)."""
-    df = read_manifest(cfg.data_dir)
-    if cfg.fold >= 0:  # cross-validation: one fold validates, the others train
+    """Train and val rows of the manifest (``data.limit`` caps each split, stratified)."""
+    data = cfg.data
+    df = read_manifest(data.data_dir)
+    if data.fold >= 0:  # cross-validation: one fold validates, the others train
         if "fold" not in df.columns:
-            raise ValueError(f"{cfg.data_dir}: --fold needs a manifest with folds; prepare it "
+            raise ValueError(f"{data.data_dir}: --fold needs a manifest with folds; prepare it "
                              "with --folds K")
         folds = sorted(set(df["fold"]) - {-1})
-        if cfg.fold not in folds:
-            raise ValueError(f"{cfg.data_dir}: no fold {cfg.fold}; folds are {folds}")
+        if data.fold not in folds:
+            raise ValueError(f"{data.data_dir}: no fold {data.fold}; folds are {folds}")
         pool = df[(df["fold"] >= 0) & (df["split"] != "test")]
-        df = pool.assign(split=np.where(pool["fold"] == cfg.fold, "val", "train"))
-    train_df = _limit(df[df["split"] == "train"], cfg.limit, cfg.seed)
-    val_df = _limit(df[df["split"] == "val"], cfg.limit, cfg.seed)
+        df = pool.assign(split=np.where(pool["fold"] == data.fold, "val", "train"))
+    train_df = _limit(df[df["split"] == "train"], data.limit, cfg.seed)
+    val_df = _limit(df[df["split"] == "val"], data.limit, cfg.seed)
     for name, part in (("train", train_df), ("val", val_df)):
         if part["label"].nunique() < 2:
-            raise ValueError(f"{cfg.data_dir}: the {name} split needs both benign and malignant "
+            raise ValueError(f"{data.data_dir}: the {name} split needs both benign and malignant "
                              f"images (has {len(part)} rows, labels {sorted(part['label'].unique())})")
-    return Splits(train_df, val_df, resolve_paths(train_df, cfg.data_dir),
-                  resolve_paths(val_df, cfg.data_dir))
+    return Splits(train_df, val_df, resolve_paths(train_df, data.data_dir),
+                  resolve_paths(val_df, data.data_dir))
 
 
 def _limit(df: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
@@ -251,13 +254,13 @@ def make_spec(cfg: TrainConfig, ctx: Any, splits: Splits, val_prob: np.ndarray) 
         youden_threshold,
     )
 
-    y = splits.y_val
+    y, decision = splits.y_val, cfg.decision
     youden = youden_threshold(y, val_prob)
-    if cfg.threshold is not None:
-        threshold, rule = float(cfg.threshold), f"fixed {cfg.threshold} (config)"
+    if decision.threshold is not None:
+        threshold, rule = float(decision.threshold), f"fixed {decision.threshold} (config)"
     else:
-        threshold = threshold_for_sensitivity(y, val_prob, cfg.target_sensitivity)
-        rule = f"highest threshold with sensitivity >= {cfg.target_sensitivity:.2f} on the validation split"
+        threshold = threshold_for_sensitivity(y, val_prob, decision.target_sensitivity)
+        rule = f"highest threshold with sensitivity >= {decision.target_sensitivity:.2f} on the validation split"
     rates = rates_at(y, val_prob, threshold)
     val_metrics = {
         "n": len(y), "positives": int(y.sum()),
@@ -268,15 +271,15 @@ def make_spec(cfg: TrainConfig, ctx: Any, splits: Splits, val_prob: np.ndarray) 
     return ModelSpec(
         backbone=ctx.bspec.name, input_size=ctx.size, preprocessing=ctx.preprocessing,
         threshold=threshold, threshold_rule=rule, youden_threshold=youden,
-        target_sensitivity=cfg.target_sensitivity, last_conv_layer=ctx.bspec.last_conv_layer,
-        data_fingerprint=manifest_fingerprint(cfg.data_dir), data_dir=str(cfg.data_dir),
+        target_sensitivity=decision.target_sensitivity, last_conv_layer=ctx.bspec.last_conv_layer,
+        data_fingerprint=manifest_fingerprint(cfg.data.data_dir), data_dir=str(cfg.data.data_dir),
         code_version=f"skinlesion {__version__}" + (f" ({c})" if (c := git_commit()) else ""),
         versions=library_versions(), val_metrics=val_metrics,
         train_prevalence=float(splits.train["label"].astype(float).mean()),
         created=datetime.now(UTC).isoformat(timespec="seconds"), intended_use=INTENDED_USE,
-        target=cfg.target, diagnosis=ctx.classes.to_dict() if ctx.classes else None,
+        target=cfg.model.target, diagnosis=ctx.classes.to_dict() if ctx.classes else None,
         metadata=ctx.encoder.to_dict() if ctx.encoder else None,
-        color_constancy=bool(cfg.color_constancy),
+        color_constancy=bool(cfg.model.color_constancy),
     )
 
 

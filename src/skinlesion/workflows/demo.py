@@ -24,8 +24,9 @@ from skinlesion.utils.progress import say as report_steps
 from skinlesion.workflows.evaluate import evaluate_run
 
 DEMO_OVERRIDES: dict[str, Any] = {
-    "mode": "frozen", "cache_features": True, "feature_views": 8, "head_epochs": 150,
-    "head_lr": 1e-3, "patience": 25, "dropout": 0.3, "seed": 1,
+    "stages": {"mode": "frozen", "cache_features": True, "feature_views": 8, "head_epochs": 150,
+               "head_lr": 1e-3, "patience": 25},
+    "model": {"dropout": 0.3}, "seed": 1,
 }
 
 
@@ -53,7 +54,8 @@ def run_demo(out: str | Path, *, overwrite: bool = True,
     prepared = prepare([sample_dir() / "labels.csv"], data_dir, PrepareSettings(size=256, seed=1))
     say(f"    {prepared.summary}")
     say("2/3 train: EfficientNet-Lite0 (ImageNet, offline), frozen features cached, head trained")
-    cfg = load_config(overrides={**DEMO_OVERRIDES, "data_dir": str(data_dir), "out": str(run_dir)})
+    cfg = load_config(overrides={**DEMO_OVERRIDES, "data.data_dir": str(data_dir),
+                                 "out": str(run_dir)})
     result = train(cfg, overwrite=overwrite, progress=lambda m: say(f"    {m}"))
     say(f"3/3 evaluate on the test split → {run_dir / 'eval'}")
     ev = evaluate_run(run_dir, data_dir, split="test", bootstrap=1000)
