@@ -48,6 +48,7 @@ from bench.markdown import (
     short_source,
     table,
 )
+from skinlesion.utils.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,7 @@ def train_and_evaluate(recipe: str, data_dir: str, run_dir: str, overrides: dict
     cfg = load_config(overrides={**recipe_overrides(recipe), **overrides,
                                  "data_dir": data_dir, "out": run_dir})
     t = time.perf_counter()
-    result = train(cfg, overwrite=True, progress=log.info)
+    result = train(cfg, overwrite=True, progress=_log_steps)
     train_s = time.perf_counter() - t
     train_peak = self_peak_rss_mb()  # before evaluation adds its own
     history = result.history if result.history is not None else pd.DataFrame()
@@ -477,6 +478,12 @@ def _timings(t: Any) -> str:
         return "—"
     return ", ".join(f"{k.removesuffix('_s')} {secs(v)}" for k, v in t.items()
                      if isinstance(v, int | float))
+
+
+def _log_steps(event: ProgressEvent) -> None:
+    """Training's step messages to the bench log (the per-batch counts are left out)."""
+    if event.message is not None:
+        log.info("%s", event.message)
 
 
 if __name__ == "__main__":

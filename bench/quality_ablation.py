@@ -42,6 +42,7 @@ from bench.harness.environment import cache_dir, isic_dev_dir, load_average, now
 from bench.harness.timing import self_peak_rss_mb
 from bench.markdown import Row, bullets, ci, fixed, fmt, mb, pct, secs, short_source, table
 from bench.quality import summarize_metrics
+from skinlesion.utils.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ def train_and_evaluate(data_dir: str, run_dir: str, overrides: dict[str, Any],
 
     cfg = load_config(overrides={**overrides, "data_dir": data_dir, "out": run_dir})
     t = time.perf_counter()
-    result = train(cfg, overwrite=True, progress=log.info)
+    result = train(cfg, overwrite=True, progress=_log_steps)
     wall = time.perf_counter() - t
     peak = self_peak_rss_mb()
     out: dict[str, Any] = {
@@ -358,7 +359,7 @@ def cross_validate(data_dir: str, run_root: str, overrides: dict[str, Any],
         cfg = load_config(overrides={**overrides, "fold": k, "data_dir": data_dir,
                                      "out": str(run_dir)})
         t = time.perf_counter()
-        result = train(cfg, overwrite=True, progress=log.info)
+        result = train(cfg, overwrite=True, progress=_log_steps)
         wall = time.perf_counter() - t
         # The held-out fold is this run's validation split (the threshold was fitted on it:
         # only the threshold-free AUC is reported).
@@ -609,6 +610,12 @@ def _remeasured(parts: dict[str, Any], order: list[str]) -> list[str]:
             "the table above shows the later figures):\n\n"
             + table(["Row", "", "Commit", "Val AUC", "Test AUC", "Threshold (fixed on val)",
                      "Spec. at 90 % sens. (test)", "Sens. / spec. at threshold"], rows)]
+
+
+def _log_steps(event: ProgressEvent) -> None:
+    """Training's step messages to the bench log (the per-batch counts are left out)."""
+    if event.message is not None:
+        log.info("%s", event.message)
 
 
 if __name__ == "__main__":

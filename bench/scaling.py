@@ -36,6 +36,7 @@ from bench.harness.environment import (
 )
 from bench.harness.timing import summarize_times, time_calls
 from bench.markdown import Row, bullets, fmt, load_at_start, mb, num, secs, table
+from skinlesion.utils.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def measure_train(data_dir: str, run_dir: str, overrides: dict[str, Any]) -> dic
     cfg = load_config(overrides={**recipe_overrides("frozen"), **overrides,
                                  "data_dir": data_dir, "out": run_dir})
     t = time.perf_counter()
-    result = train(cfg, overwrite=True, progress=log.info)
+    result = train(cfg, overwrite=True, progress=_log_steps)
     return {"wall_s": time.perf_counter() - t, "timings": result.timings,
             "peak_memory_mb": result.peak_memory_mb}
 
@@ -324,6 +325,12 @@ def _fit_line(fit: Any) -> str:
                 "effect of size).")
     return (f"\n\nLinear fit over {fit.get('points')} sizes: {secs(fit.get('fixed_s'))} fixed + "
             f"{secs(fit.get('per_1000_images_s'))} per 1,000 images.")
+
+
+def _log_steps(event: ProgressEvent) -> None:
+    """Training's step messages to the bench log (the per-batch counts are left out)."""
+    if event.message is not None:
+        log.info("%s", event.message)
 
 
 if __name__ == "__main__":

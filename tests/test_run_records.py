@@ -42,7 +42,7 @@ def cached_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("records_run") / "run"
     cfg = tiny_config(data, out, mode="frozen", cache_features=True, head_epochs=3,
                       feature_views=2)
-    return train(cfg, progress=MESSAGES.append).run_dir
+    return train(cfg, progress=lambda e: MESSAGES.append(e.message) if e.message else None).run_dir
 
 
 def test_progress_reports_feature_rate_head_start_and_epochs(cached_run: Path) -> None:

@@ -229,7 +229,8 @@ def test_set_trainable_unfreezes_top_groups_keeps_batchnorm_frozen() -> None:
 
 def test_train_writes_the_run_directory_contract(gen_data: Path, tmp_path: Path) -> None:
     from skinlesion.runspec import ModelSpec
-    from skinlesion.training.trainer import RunExistsError, train
+    from skinlesion.training.errors import RunExistsError
+    from skinlesion.training.trainer import train
 
     out = tmp_path / "run"
     result = train(tiny_config(gen_data, out))
@@ -346,7 +347,8 @@ def test_every_named_recipe_trains_one_step(recipe: str, gen_data: Path, tmp_pat
 
 
 def test_interrupted_run_needs_resume_or_overwrite(gen_data: Path, tmp_path: Path) -> None:
-    from skinlesion.training.trainer import RunExistsError, train
+    from skinlesion.training.errors import RunExistsError
+    from skinlesion.training.trainer import train
 
     out = tmp_path / "run"
     out.mkdir()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -414,9 +414,9 @@ def _f(value: Any, digits: int = 3) -> str:
 
 def train(data: PathLike | PreparedData, out: PathLike, *, recipe: str | None = None,
           config: PathLike | None = None, resume: bool = False, overwrite: bool = False,
-          verbose: int = 0, progress: Callable[[str], None] | None = None,
+          verbose: int = 0, progress: Progress | None = None,
           **overrides: Any) -> Run:
-    """Train a classifier and write the run directory (``skinlesion train``).
+    r"""Train a classifier and write the run directory (``skinlesion train``).
 
     Args:
         data: A prepared data folder (or :class:`PreparedData`).
@@ -426,7 +426,8 @@ def train(data: PathLike | PreparedData, out: PathLike, *, recipe: str | None = 
         resume: Continue an interrupted run in ``out``.
         overwrite: Replace a run in ``out``.
         verbose: Keras ``fit`` verbosity (0 silent, 1 bar, 2 a line per epoch). Defaults to 0.
-        progress: Called with a short message at each step (e.g. ``print``).
+        progress: Gets ``ProgressEvent``\ s: step messages and the feature pass's counts
+            (``print`` shows them as lines).
         **overrides: Any :class:`~skinlesion.training.config.TrainConfig` field by its
             flat name (``mode="frozen"``, ``head_epochs=30``, ``input_size=128``,
             ``backbone=...``), or a whole section as a dict (``augment={"rotation_deg": 30}``,

@@ -55,7 +55,8 @@ def test_nan_loss_stops_training_with_a_hint(data: Path, tmp_path: Path) -> None
 
 def test_nan_loss_in_the_image_stage(data: Path, tmp_path: Path) -> None:
     """Fine-tuning on images (Keras TerminateOnNaN inside fit) raises TrainingDivergedError."""
-    from skinlesion.training.trainer import TrainingDivergedError, train
+    from skinlesion.training.errors import TrainingDivergedError
+    from skinlesion.training.trainer import train
 
     cfg = tiny_config(data, tmp_path / "run", backbone="test_tiny_cnn", head_epochs=0,
                       finetune_epochs=3, finetune_lr=1e30, optimizer="sgd", warmup_epochs=0)

@@ -161,16 +161,14 @@ def train_command(
 
 
 def _run_training(cfg: Any, *, resume: bool, overwrite: bool, quiet: bool) -> Any:
-    from skinlesion.training.trainer import RunExistsError, TrainingDivergedError, train
-
-    def say(msg: str) -> None:
-        err_console.print(f"[dim]·[/] {msg}", highlight=False)
+    from skinlesion.training.errors import RunExistsError, TrainingDivergedError
+    from skinlesion.training.trainer import train
 
     try:
         # Keras prints its progress bar on stdout; stdout is for machine output.
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), RichProgress(quiet=quiet) as progress:
             return train(cfg, resume=resume, overwrite=overwrite, verbose=0 if quiet else 2,
-                         progress=None if quiet else say)
+                         progress=progress)
     except RunExistsError as exc:
         fail(str(exc), code=3)
     except TrainingDivergedError as exc:

@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from skinlesion.data.pipeline import training_stream
+from skinlesion.data.tfrecords import tfrecord_dataset
 from skinlesion.training.config import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -216,8 +218,6 @@ def file_sharded_stream(
     """
     import tensorflow as tf
 
-    from skinlesion.data.pipeline import training_stream
-    from skinlesion.data.tfrecords import tfrecord_dataset
 
     def make(context: Any) -> Any:
         mine = list(range(context.input_pipeline_id, len(files), context.num_input_pipelines))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from skinlesion.inference.tta import dihedral_view
 from skinlesion.utils.atomic import atomic_path
+from skinlesion.utils.progress import Progress, Tally
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 def extract_features(
     extractor: Any, base: Any, n: int, *, views: int, cache_dir: Path, key: str,
-    batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
-    on_batch: Callable[[int, int, int], None] | None = None,
+    batch_size: int = 32, progress: Progress | None = None,
 ) -> np.ndarray:
     """Pooled features for every element of ``base`` under ``views`` dihedral views.
 
@@ -51,8 +50,8 @@ def extract_features(
         cache_dir: Folder of the cache files.
         key: Cache key (see ``cache_key``).
         batch_size: Forward-pass batch size.
-        progress: Called with (views done, views total) after each view.
-        on_batch: Called after each forward pass with (view, images done in this view, n).
+        progress: Gets the image count of each view (task ``"feature pass, view v/V"``)
+            after each forward pass; a view read from the cache reports ``n`` at once.
 
     Returns:
         float32 array ``(views, n, feature_dim)``.
@@ -68,23 +67,23 @@ def extract_features(
     out = []
     for view in range(views):
         path = cache_dir / f"{key}-view{view}.npy"
+        task = f"feature pass, view {view + 1}/{views}"
         if path.is_file():
             feats = np.load(path)
             if feats.shape[0] == n:
                 out.append(feats)
-                if progress:
-                    progress(view + 1, views)
+                Tally(progress, task, n, done=n).close()
                 continue
             log.warning("%s: cached features have %d rows, expected %d; recomputing",
                         path, feats.shape[0], n)
         batches = base.map(lambda x, y, i: (tf.cast(x, tf.float32), i)).batch(batch_size)
         batches = batches.map(lambda x, i, v=view: (dihedral_view(x, v), i)).prefetch(tf.data.AUTOTUNE)
         parts, order = [], []
+        tally = Tally(progress, task, n)
         for b, i in batches:
             parts.append(np.asarray(forward(b), dtype=np.float32))
             order.append(i.numpy())
-            if on_batch:
-                on_batch(view, sum(len(o) for o in order), n)
+            tally.add(len(order[-1]))
         # Rows in index order whatever order ``base`` yields (TFRecord shards interleave).
         idx = np.concatenate(order)
         if not np.array_equal(np.sort(idx), np.arange(n)):
@@ -95,6 +94,5 @@ def extract_features(
         with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, feats)
         out.append(feats)
-        if progress:
-            progress(view + 1, views)
+        tally.close()
     return np.stack(out, 0)

@@ -24,11 +24,21 @@ import numpy as np
 import pandas as pd
 
 from skinlesion.data.metadata import MetadataEncoder, parse_fields
-from skinlesion.data.pipeline import DECODER_ID
+from skinlesion.data.pipeline import (
+    DECODER_ID,
+    eval_batches,
+    feature_batches,
+    image_dataset,
+    training_stream,
+)
 from skinlesion.data.targets import DiagnosisClasses
+from skinlesion.data.tfrecords import read_index, shard_files
 from skinlesion.models.registry import BackboneSpec, get_backbone
 from skinlesion.runspec import CHECKPOINTS_DIR, LOGS_DIR
 from skinlesion.training.config import TrainConfig
+from skinlesion.training.distribute import is_chief, num_workers, replicas
+from skinlesion.training.errors import TrainingDivergedError
+from skinlesion.training.features import cache_key, extract_features
 from skinlesion.training.objectives import (
     class_weights,
     make_loss,
@@ -39,6 +49,8 @@ from skinlesion.training.objectives import (
     steps,
 )
 from skinlesion.utils.atomic import atomic_path
+from skinlesion.utils.progress import Progress, ProgressEvent
+from skinlesion.utils.progress import say as report_steps
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,7 @@ class StageContext:
     lr_scale: float
     verbose: int
     say: Callable[[str], None]
+    progress: Progress | None = None
     base_train: Any = None
     base_val: Any = None
     worker_shards: tuple[list[str], list[int]] | None = None
@@ -69,9 +82,7 @@ class StageContext:
 
     @classmethod
     def create(cls, cfg: TrainConfig, run_dir: Path, splits: Any, strategy: Any, *,
-               verbose: int, say: Callable[[str], None]) -> StageContext:
-        from skinlesion.data.pipeline import image_dataset
-        from skinlesion.training.distribute import replicas
+               verbose: int, progress: Progress | None) -> StageContext:
 
         bspec = get_backbone(cfg.model.backbone)
         size = int(cfg.model.input_size or bspec.input_size)
@@ -80,7 +91,7 @@ class StageContext:
                   size=size, preprocessing=cfg.model.preprocessing or bspec.preprocessing,
                   global_batch=cfg.stages.batch_size * n_rep,
                   lr_scale=float(n_rep) if cfg.distribute.scale_lr else 1.0, verbose=verbose,
-                  say=say)
+                  say=report_steps(progress, "train"), progress=progress)
         if cfg.data.tfrecords:  # stream the training split from TFRecord shards (docs/SCALING.md)
             from skinlesion.data.tfrecords import split_dataset
 
@@ -190,7 +201,6 @@ class StageContext:
                                 color_constancy=m.color_constancy)
 
     def val_batches(self) -> Any:
-        from skinlesion.data.pipeline import eval_batches
 
         return eval_batches(self.base_val, self.global_batch, wrap=self.wrap("val"))
 
@@ -212,7 +222,6 @@ def head_on_features(ctx: StageContext, model: Any) -> pd.DataFrame:
     """
     import keras
 
-    from skinlesion.data.pipeline import feature_batches
     from skinlesion.models.classifier import build_head, copy_head_weights
 
     cfg, st, done = ctx.cfg, ctx.cfg.stages, ctx.checkpoints / "head.weights.h5"
@@ -287,7 +296,6 @@ def _feature_pass(ctx: StageContext, model: Any) -> tuple[np.ndarray, np.ndarray
     """Backbone features of the training images (``(views, n, d)``) and of the validation
     images (``(n, d)``), read from the feature cache or computed once into it."""
     from skinlesion.models.classifier import feature_extractor
-    from skinlesion.training.distribute import is_chief
 
     cfg = ctx.cfg
     key_parts = {"backbone": ctx.bspec.name, "size": ctx.size, "weights": str(cfg.model.weights),
@@ -300,7 +308,7 @@ def _feature_pass(ctx: StageContext, model: Any) -> tuple[np.ndarray, np.ndarray
     views = cfg.stages.feature_views
     ctx.say(f"feature pass: {len(ctx.splits.train)} train images × {views} views, "
             f"{len(ctx.splits.val)} val images (cached in {cache_dir})")
-    rate = _RateReporter(ctx.say, views)
+    rate = _RateReporter(ctx.say, views, ctx.progress)
     features = _pooled_features(ctx, feature_extractor(model), cache_dir, key_parts, views,
                                 batch_size=_feature_batch(ctx.global_batch), rate=rate)
     ctx.timings["feature_pass_s"] = time.perf_counter() - t
@@ -318,7 +326,6 @@ def _pooled_features(ctx: StageContext, extractor: Any, cache_dir: Path,
     """
     import tensorflow as tf
 
-    from skinlesion.training.features import cache_key, extract_features
 
     train_paths, val_paths = ctx.splits.train_paths, ctx.splits.val_paths
     pool = sorted(set(train_paths) | set(val_paths))
@@ -338,7 +345,7 @@ def _pooled_features(ctx: StageContext, extractor: Any, cache_dir: Path,
     feats = extract_features(
         extractor, combined, len(pool), views=views, cache_dir=cache_dir,
         key=cache_key({**key_parts, "pool": pool}), batch_size=batch_size,
-        progress=rate.view_done, on_batch=rate.batch)
+        progress=rate)
     return feats[:, r_train], feats[0, r_val]
 
 
@@ -357,33 +364,42 @@ def _feature_batch(global_batch: int) -> int:
 
 
 class _RateReporter:
-    """Feature-pass progress: images per second, at most one line every few seconds."""
+    """Feature-pass progress: forwards the count events, and says images per second at most
+    once every few seconds and once per view."""
 
-    def __init__(self, say: Callable[[str], None], views: int, every_s: float = 5.0) -> None:
-        self.say, self.views, self.every_s = say, views, every_s
-        self.start = self.last = time.perf_counter()
-        self.view_start = self.start
-        self.done = 0
+    def __init__(self, say: Callable[[str], None], views: int, progress: Progress | None,
+                 every_s: float = 5.0) -> None:
+        self.say, self.views, self.progress, self.every_s = say, views, progress, every_s
+        self.last = self.view_start = time.perf_counter()
+        self.view, self.computed = 0, 0
+        self.first_done: int | None = None  # the count a view started at (n: from the cache)
 
-    def batch(self, view: int, done: int, n: int) -> None:
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.progress is not None:
+            self.progress(event)
+        if event.done is None:
+            return
         now = time.perf_counter()
-        if done <= self.done:  # a new view started
-            self.view_start = now
-        self.done = done
-        if now - self.last >= self.every_s and done < n:
+        if self.first_done is None:  # a new view starts (a cached one starts complete)
+            self.view, self.first_done, self.view_start = self.view + 1, event.done, now
+        self.computed = event.done - (self.first_done or 0)
+        n = event.total or 0
+        if event.finished:
+            self._view_done(now)
+        elif now - self.last >= self.every_s and event.done < n:
             self.last = now
-            speed = done / max(now - self.view_start, 1e-9)
-            self.say(f"  view {view + 1}/{self.views}: {done}/{n} images, {speed:.0f} images/s")
+            speed = self.computed / max(now - self.view_start, 1e-9)
+            self.say(f"  view {self.view}/{self.views}: {event.done}/{n} images, "
+                     f"{speed:.0f} images/s")
 
-    def view_done(self, done_views: int, views: int) -> None:
-        now = time.perf_counter()
+    def _view_done(self, now: float) -> None:
         took = now - self.view_start
-        if self.done:
-            self.say(f"  view {done_views}/{views} done: {self.done} images in {took:.1f} s "
-                     f"({self.done / max(took, 1e-9):.0f} images/s)")
+        if self.computed:
+            self.say(f"  view {self.view}/{self.views} done: {self.computed} images in "
+                     f"{took:.1f} s ({self.computed / max(took, 1e-9):.0f} images/s)")
         else:
-            self.say(f"  view {done_views}/{views}: read from the cache")
-        self.last, self.view_start, self.done = now, now, 0
+            self.say(f"  view {self.view}/{self.views}: read from the cache")
+        self.last, self.first_done, self.computed = now, None, 0
 
 
 def _make_epoch_reporter() -> Any:
@@ -476,7 +492,6 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
     """Fit ``model`` on the augmented image stream; resumable; returns the stage history."""
     import keras
 
-    from skinlesion.data.pipeline import training_stream
 
     cfg, st = ctx.cfg, ctx.cfg.stages
     n_train = len(ctx.splits.train)
@@ -559,8 +574,6 @@ def _worker_shards(cfg: TrainConfig, strategy: Any) -> tuple[list[str], list[int
     It applies in a multi-worker job reading TFRecords with at least one shard per worker
     and no ``limit`` (a subset's per-shard counts are unknown without reading the shards).
     """
-    from skinlesion.data.tfrecords import read_index, shard_files
-    from skinlesion.training.distribute import num_workers
 
     workers = num_workers(strategy)
     files = shard_files(cfg.data.data_dir, "train")
@@ -647,7 +660,6 @@ def _check_finite(history: dict[str, Any], stage: str) -> None:
 
 
 def _diverged(where: str) -> Exception:
-    from skinlesion.training.trainer import TrainingDivergedError
 
     return TrainingDivergedError(
         f"training diverged: the loss became NaN/Inf in {where}. Lower the learning rate "

@@ -12,7 +12,6 @@ import logging
 import resource
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +19,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import train_test_split
 
 from skinlesion import INTENDED_USE, __version__
 from skinlesion.data.manifest import manifest_fingerprint, read_manifest, resolve_paths
+from skinlesion.evaluation.operating_point import (
+    rates_at,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
 from skinlesion.evaluation.overlap import (
     TRAINING_IMAGES_FILE,
     training_images_record,
@@ -38,23 +44,23 @@ from skinlesion.runspec import (
     SPEC_FILE,
     ModelSpec,
 )
+from skinlesion.training import stages
 from skinlesion.training.config import TrainConfig, load_config
-from skinlesion.training.distribute import is_chief, worker_run_dir
+from skinlesion.training.distribute import (
+    get_strategy,
+    is_chief,
+    release_worker_dir,
+    replicas,
+    worker_run_dir,
+)
+from skinlesion.training.errors import RunExistsError
 from skinlesion.utils.atomic import atomic_path, atomic_write_json
 from skinlesion.utils.hashing import sha256_file
+from skinlesion.utils.progress import Progress
+from skinlesion.utils.progress import say as report_steps
 from skinlesion.utils.versions import git_commit, library_versions
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[str], None]
-
-
-class RunExistsError(FileExistsError):
-    """The run directory holds a finished or interrupted run and no --overwrite/--resume was given."""
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or Inf."""
 
 
 @dataclass
@@ -93,7 +99,7 @@ class TrainResult:
 
 def train(
     cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, verbose: int = 0,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train a classifier as ``cfg`` says and write the run directory.
 
@@ -102,7 +108,8 @@ def train(
         resume: Continue an interrupted run in ``cfg.out``.
         overwrite: Replace a finished or interrupted run in ``cfg.out``.
         verbose: Keras verbosity for ``fit`` (0 silent, 1 progress bar, 2 one line per epoch).
-        progress: Called with a short message at each step (the CLI shows them).
+        progress: Gets step messages (task ``"train"``) and the feature pass's image counts
+            (``progress=print`` prints them).
 
     Returns:
         A ``TrainResult``.
@@ -113,12 +120,10 @@ def train(
     """
     import keras
 
-    say = progress or (lambda msg: None)
+    say = report_steps(progress, "train")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     cfg.validate()
-    from skinlesion.training import stages
-    from skinlesion.training.distribute import get_strategy, release_worker_dir, replicas
 
     # First of all: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     strategy = get_strategy(cfg.distribute.strategy)
@@ -130,7 +135,8 @@ def train(
     say(f"data: {len(splits.train)} train / {len(splits.val)} val images "
         f"({int(splits.y_train.sum())} / {int(splits.y_val.sum())} malignant), {n_rep} replica(s)")
 
-    ctx = stages.StageContext.create(cfg, run_dir, splits, strategy, verbose=verbose, say=say)
+    ctx = stages.StageContext.create(cfg, run_dir, splits, strategy, verbose=verbose,
+                                     progress=progress)
     say(f"model: {ctx.bspec.name} at {ctx.size} px, weights {cfg.model.weights}")
     with strategy.scope():
         model = ctx.build_model()
@@ -238,7 +244,6 @@ def _limit(df: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     df = df.reset_index(drop=True)
     if not limit or len(df) <= limit:
         return df
-    from sklearn.model_selection import train_test_split
 
     keep, _ = train_test_split(df, train_size=limit, stratify=df["label"], random_state=seed)
     return keep.sort_index().reset_index(drop=True)
@@ -246,13 +251,7 @@ def _limit(df: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
 
 def make_spec(cfg: TrainConfig, ctx: Any, splits: Splits, val_prob: np.ndarray) -> ModelSpec:
     """The model spec, with the operating threshold chosen on the validation split."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from skinlesion.evaluation.operating_point import (
-        rates_at,
-        threshold_for_sensitivity,
-        youden_threshold,
-    )
 
     y, decision = splits.y_val, cfg.decision
     youden = youden_threshold(y, val_prob)

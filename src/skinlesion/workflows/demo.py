@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def run_demo(out: str | Path, *, overwrite: bool = True,
     say("2/3 train: EfficientNet-Lite0 (ImageNet, offline), frozen features cached, head trained")
     cfg = load_config(overrides={**DEMO_OVERRIDES, "data.data_dir": str(data_dir),
                                  "out": str(run_dir)})
-    result = train(cfg, overwrite=overwrite, progress=lambda m: say(f"    {m}"))
+    result = train(cfg, overwrite=overwrite, progress=_indented(progress))
     say(f"3/3 evaluate on the test split → {run_dir / 'eval'}")
     ev = evaluate_run(run_dir, data_dir, split="test", bootstrap=1000)
     metrics = ev.metrics
@@ -70,3 +71,10 @@ def run_demo(out: str | Path, *, overwrite: bool = True,
         "threshold": result.spec.threshold,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _indented(progress: Progress | None) -> Progress | None:
+    """Training's events under the demo's steps: messages indented, counts unchanged."""
+    if progress is None:
+        return None
+    return lambda e: progress(replace(e, message=f"    {e.message}") if e.message else e)

@@ -127,7 +127,6 @@ def build_ensemble(members: Sequence[str | os.PathLike[str]], out: str | os.Path
     """
     import keras
 
-    import skinlesion.models.backbones
     import skinlesion.models.layers
     import skinlesion.models.preprocessing  # noqa: F401  (custom layers the members need)
 
