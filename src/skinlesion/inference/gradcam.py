@@ -60,7 +60,6 @@ from skinlesion.utils.atomic import atomic_path
 if TYPE_CHECKING:
     import keras
 
-    from skinlesion.inference.predictor import Predictor
     from skinlesion.runspec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -146,11 +145,6 @@ class GradCam:
 
             layer = get_backbone(spec.backbone).last_conv_layer
         return cls(model, layer, threshold=float(spec.threshold))
-
-    @classmethod
-    def from_predictor(cls, predictor: Predictor) -> GradCam:
-        """``from_spec(predictor.model, predictor.spec)``; kept for existing callers."""
-        return cls.from_spec(predictor.model, predictor.spec)
 
     def _graph(self, images: Any) -> Any:
         import tensorflow as tf
