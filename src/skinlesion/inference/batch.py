@@ -40,6 +40,7 @@ from skinlesion.data.images import ImageError
 from skinlesion.inference.predictor import Predictor
 from skinlesion.runspec import require_run
 from skinlesion.utils.atomic import atomic_path
+from skinlesion.utils.safe_text import escape_frame
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,6 @@ def predict_at_scale(
     frame = frame.sort_values("path", kind="stable").reset_index(drop=True)[list(COLUMNS)]
 
     with atomic_path(Path(target)) as tmp:
-        from skinlesion.utils.safe_text import escape_frame
-
         escape_frame(frame).to_csv(tmp, index=False, lineterminator="\n", float_format="%.6f")
     failed = int((frame["error"] != "").sum())
     log.info("predicted %d images (%d unreadable) → %s", len(frame), failed, target)

@@ -235,8 +235,6 @@ class TFLiteRuntime(_Base):
         if shapes != self._shapes:
             for d, x in zip(self._inputs, feeds, strict=True):
                 self._interp.resize_tensor_input(d["index"], list(x.shape))
-            from skinlesion.utils.quiet import native_stderr_to_log
-
             with native_stderr_to_log(logger, "LiteRT"):
                 self._interp.allocate_tensors()
             self._shapes = shapes
@@ -378,8 +376,6 @@ def find_artefact(run_dir: str | os.PathLike[str], runtime: str,
                             "(re-export to record it)")
         else:
             if keras_digest is None:
-                from skinlesion.runspec import MODEL_FILE
-
                 keras_digest = model_digest(Path(run_dir) / MODEL_FILE)
             if recorded != keras_digest:
                 problems.append("checked against a different model.keras (re-export)")

@@ -32,11 +32,11 @@ from skinlesion.data.pipeline import (
     training_stream,
 )
 from skinlesion.data.targets import DiagnosisClasses
-from skinlesion.data.tfrecords import read_index, shard_files
+from skinlesion.data.tfrecords import read_index, shard_files, split_dataset
 from skinlesion.models.registry import BackboneSpec, get_backbone
 from skinlesion.runspec import CHECKPOINTS_DIR, LOGS_DIR
 from skinlesion.training.config import TrainConfig
-from skinlesion.training.distribute import is_chief, num_workers, replicas
+from skinlesion.training.distribute import file_sharded_stream, is_chief, num_workers, replicas
 from skinlesion.training.errors import TrainingDivergedError
 from skinlesion.training.features import cache_key, extract_features
 from skinlesion.training.objectives import (
@@ -93,8 +93,6 @@ class StageContext:
                   lr_scale=float(n_rep) if cfg.distribute.scale_lr else 1.0, verbose=verbose,
                   say=report_steps(progress, "train"), progress=progress)
         if cfg.data.tfrecords:  # stream the training split from TFRecord shards (docs/SCALING.md)
-            from skinlesion.data.tfrecords import split_dataset
-
             ctx.base_train = split_dataset(cfg.data.data_dir, "train",
                                            splits.train["image_id"].tolist(),
                                            size, cache=ctx.image_cache("train"))
@@ -517,8 +515,6 @@ def fit_images(ctx: StageContext, model: Any, *, stage: str, unfreeze: int, lr: 
                                  "augment": cfg.augment, "shuffle_buffer": cfg.data.shuffle_buffer,
                                  "balanced": imbalance == "balanced_sampling"}
     if ctx.worker_shards:  # multi-worker on TFRecords: each worker reads its own shards
-        from skinlesion.training.distribute import file_sharded_stream
-
         ctx.say(f"{stage}: FILE sharding, each worker reads its own share of the "
                 f"{len(ctx.worker_shards[0])} TFRecord shards")
         stream = file_sharded_stream(
