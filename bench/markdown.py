@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 JSON_BLOCK_LIMIT = 6000
@@ -129,3 +129,24 @@ def load_at_start(r: dict[str, Any]) -> str:
     """The 1-minute load average a measurement started under ("—" when not recorded)."""
     load = r.get("load_average")
     return f"{load[0]:.1f}" if isinstance(load, list) and load else "—"
+
+
+def per_source_table(per_source: list[tuple[str, dict[str, Any]]],
+                     value: Callable[[Any], str] = fixed) -> str | None:
+    """Test ROC AUC per image source: one row per source, one column per ``(label, groups)``
+    (``groups`` maps a source to its ``n``, ``n_positive``, ``roc_auc``, ``too_small``);
+    '†' marks fewer than 10 of a class. None when no source was scored."""
+    sources: list[str] = []
+    counts: dict[str, str] = {}
+    for _, groups in per_source:
+        for src, g in groups.items():
+            if src not in sources:
+                sources.append(src)
+                counts[src] = f"{fmt(g.get('n'))} ({fmt(g.get('n_positive'))})"
+    if not sources:
+        return None
+    rows = [[short_source(str(src)), counts[src],
+             *[value((groups.get(src) or {}).get("roc_auc"))
+               + (" †" if (groups.get(src) or {}).get("too_small") else "")
+               for _, groups in per_source]] for src in sources]
+    return table(["Source", "n (malignant)", *[label for label, _ in per_source]], rows)

@@ -44,8 +44,8 @@ from bench.markdown import (
     mode_label,
     num,
     pct,
+    per_source_table,
     secs,
-    short_source,
     table,
 )
 from skinlesion.utils.progress import ProgressEvent
@@ -434,23 +434,7 @@ def _ci_pct(pair: Any) -> str:
 
 
 def _per_source_table(per_source: list[tuple[str, dict[str, Any]]]) -> str:
-    sources: list[str] = []
-    counts: dict[str, str] = {}
-    for _, groups in per_source:
-        for s, g in groups.items():
-            if s not in sources:
-                sources.append(s)
-                counts[s] = f"{fmt(g.get('n'))} ({fmt(g.get('n_positive'))})"
-    if not sources:
-        return "_(no per-source results)_"
-    rows = []
-    for s in sources:
-        row = [short_source(str(s)), counts[s]]
-        for _, groups in per_source:
-            g = groups.get(s) or {}
-            row.append(num(g.get("roc_auc")) + (" †" if g.get("too_small") else ""))
-        rows.append(row)
-    return table(["Source", "n (malignant)", *[label for label, _ in per_source]], rows)
+    return per_source_table(per_source, value=num) or "_(no per-source results)_"
 
 
 def _recipe_lines(order: list[str], parts: dict[str, Any]) -> str:

@@ -40,7 +40,18 @@ import pandas as pd
 from bench.harness.child import run_in_child
 from bench.harness.environment import cache_dir, isic_dev_dir, load_average, now_iso
 from bench.harness.timing import self_peak_rss_mb
-from bench.markdown import Row, bullets, ci, fixed, fmt, mb, pct, secs, short_source, table
+from bench.markdown import (
+    Row,
+    bullets,
+    ci,
+    fixed,
+    fmt,
+    mb,
+    pct,
+    per_source_table,
+    secs,
+    table,
+)
 from bench.quality import summarize_metrics
 from skinlesion.utils.progress import ProgressEvent
 
@@ -570,21 +581,9 @@ def _metadata_section(order: list[str], parts: dict[str, Any]) -> list[str]:
 
 def _per_source_section(per_source: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """Test ROC AUC per image source, one column per row ('†' marks too few of a class)."""
-    sources: list[str] = []
-    counts: dict[str, str] = {}
-    for _, groups in per_source:
-        for src, g in groups.items():
-            if src not in sources:
-                sources.append(src)
-                counts[src] = f"{fmt(g.get('n'))} ({fmt(g.get('n_positive'))})"
-    if not sources:
-        return []
-    rows = [[short_source(str(src)), counts[src],
-             *[fixed((groups.get(src) or {}).get("roc_auc"))
-               + (" †" if (groups.get(src) or {}).get("too_small") else "")
-               for _, groups in per_source]] for src in sources]
-    return ["**Per-source test ROC AUC** († = fewer than 10 of a class):\n\n"
-            + table(["Source", "n (malignant)", *[f"`{r}`" for r, _ in per_source]], rows)]
+    body = per_source_table([(f"`{r}`", groups) for r, groups in per_source])
+    return [] if body is None else [
+        "**Per-source test ROC AUC** († = fewer than 10 of a class):\n\n" + body]
 
 
 def _remeasured(parts: dict[str, Any], order: list[str]) -> list[str]:
