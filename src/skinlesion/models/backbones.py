@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from skinlesion.models import weights as _w
 from skinlesion.models.efficientnet_lite import LITE_VARIANTS, efficientnet_lite
 from skinlesion.models.efficientnet_lite import layer_groups as _lite_groups
-from skinlesion.models.registry import BackboneSpec, WeightsArg, register_backbone
+from skinlesion.models.spec import BackboneSpec, WeightsArg, register_backbone
 
 if TYPE_CHECKING:
     import keras

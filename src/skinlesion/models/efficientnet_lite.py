@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from skinlesion.models import weights as w
 
 if TYPE_CHECKING:
     import keras
@@ -42,7 +41,6 @@ __all__ = [
     "LITE_VARIANTS",
     "BlockConfig",
     "LiteVariant",
-    "assign_torch_state_dict",
     "block_configs",
     "build_efficientnet_lite",
     "efficientnet_lite",
@@ -233,88 +231,6 @@ def build_efficientnet_lite(
     return keras.Model(inputs, x, name=v.name)
 
 
-# === Weights from the PyTorch port ===
-
-def _torch_names(model: keras.Model, include_top: bool) -> dict[str, tuple[str, str]]:
-    """Keras layer name → (kind, torch prefix) for every layer that has weights."""
-    names: dict[str, tuple[str, str]] = {
-        "stem_conv": ("conv", "_conv_stem"),
-        "stem_bn": ("bn", "_bn0"),
-        "head_conv": ("conv", "_conv_head"),
-        "head_bn": ("bn", "_bn1"),
-    }
-    for layer in model.layers:
-        if not layer.name.startswith("blocks_"):
-            continue
-        i, part = layer.name[len("blocks_"):].split("_", 1)
-        torch_part = {
-            "expand_conv": ("conv", "_expand_conv"),
-            "expand_bn": ("bn", "_bn0"),
-            "dwconv": ("dwconv", "_depthwise_conv"),
-            "dwconv_bn": ("bn", "_bn1"),
-            "project_conv": ("conv", "_project_conv"),
-            "project_bn": ("bn", "_bn2"),
-        }.get(part)
-        if torch_part is not None:
-            names[layer.name] = (torch_part[0], f"_blocks.{i}.{torch_part[1]}")
-    if include_top:
-        names["predictions"] = ("dense", "_fc")
-    return names
-
-
-def _converted(kind: str, prefix: str, sd: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    if kind == "conv":  # OIHW → HWIO
-        return [np.transpose(sd[f"{prefix}.weight"], (2, 3, 1, 0))]
-    if kind == "dwconv":  # (C, 1, H, W) → (H, W, C, 1)
-        return [np.transpose(sd[f"{prefix}.weight"], (2, 3, 0, 1))]
-    if kind == "bn":  # Keras order: gamma, beta, moving mean, moving variance
-        return [sd[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")]
-    if kind == "dense":  # (out, in) → (in, out)
-        return [np.transpose(sd[f"{prefix}.weight"]), sd[f"{prefix}.bias"]]
-    raise ValueError(kind)
-
-
-def assign_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray],
-                            source: str = "checkpoint") -> None:
-    """Copy a PyTorch-port state dict (``_conv_stem.weight`` …) into a Lite model.
-
-    Every weighted layer of ``model`` must find its tensors with matching shapes;
-    ``predictions`` is filled only if the model has it.
-
-    Args:
-        model: A model from ``build_efficientnet_lite`` (with or without top).
-        state_dict: Name → numpy array, e.g. from ``torch_checkpoint.load_state_dict``.
-        source: Name of the checkpoint, for error messages.
-
-    Raises:
-        ValueError: A tensor is missing or has the wrong shape (wrong variant or not a
-            Lite checkpoint); the message names ``source``.
-    """
-    include_top = any(layer.name == "predictions" for layer in model.layers)
-    names = _torch_names(model, include_top)
-    weighted = [layer for layer in model.layers if layer.weights]
-    unmapped = [layer.name for layer in weighted if layer.name not in names]
-    if unmapped:
-        raise ValueError(f"{source}: no checkpoint mapping for layers {unmapped[:5]}")
-    for layer in weighted:
-        kind, prefix = names[layer.name]
-        try:
-            values = _converted(kind, prefix, state_dict)
-        except KeyError as exc:
-            raise ValueError(
-                f"{source}: tensor {exc.args[0]!r} missing for layer {layer.name!r} "
-                f"(not an {model.name} checkpoint?)"
-            ) from None
-        expected = [tuple(w.shape) for w in layer.weights]
-        got = [tuple(a.shape) for a in values]
-        if expected != got:
-            raise ValueError(
-                f"{source}: layer {layer.name!r} expects shapes {expected}, checkpoint has {got} "
-                f"(not an {model.name} checkpoint?)"
-            )
-        layer.set_weights([np.asarray(a, dtype=np.float32) for a in values])
-
-
 # === Model with weights ===
 
 def efficientnet_lite(
@@ -342,9 +258,6 @@ def efficientnet_lite(
     Raises:
         skinlesion.models.weights.WeightsError: Weights missing, unreadable or mismatched.
     """
-
-    # Lazy: models/weights.py imports this module (the PyTorch-port weight mapping).
-    from skinlesion.models import weights as w
 
     model = build_efficientnet_lite(variant, input_shape, include_top=with_top,
                                     classifier_activation=classifier_activation)

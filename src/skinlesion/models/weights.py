@@ -24,11 +24,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skinlesion.models.efficientnet_lite import assign_torch_state_dict
-from skinlesion.models.registry import WeightsArg
+import numpy as np
+
+from skinlesion.models.spec import WeightsArg
 from skinlesion.models.torch_checkpoint import CheckpointError, load_state_dict
 from skinlesion.utils.atomic import atomic_path
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LITE_PACKAGES",
     "WeightsError",
+    "assign_torch_state_dict",
     "keras_cache_file",
     "keras_home",
     "lite_cache_file",
@@ -251,3 +254,85 @@ def _write_cache(model: keras.Model, cache: Path) -> None:
         logger.info("cached converted weights at %s", cache)
     except OSError as exc:
         logger.warning("could not write weights cache %s: %s", cache, exc)
+
+
+# === Weights from the PyTorch port ===
+
+def _torch_names(model: keras.Model, include_top: bool) -> dict[str, tuple[str, str]]:
+    """Keras layer name → (kind, torch prefix) for every layer that has weights."""
+    names: dict[str, tuple[str, str]] = {
+        "stem_conv": ("conv", "_conv_stem"),
+        "stem_bn": ("bn", "_bn0"),
+        "head_conv": ("conv", "_conv_head"),
+        "head_bn": ("bn", "_bn1"),
+    }
+    for layer in model.layers:
+        if not layer.name.startswith("blocks_"):
+            continue
+        i, part = layer.name[len("blocks_"):].split("_", 1)
+        torch_part = {
+            "expand_conv": ("conv", "_expand_conv"),
+            "expand_bn": ("bn", "_bn0"),
+            "dwconv": ("dwconv", "_depthwise_conv"),
+            "dwconv_bn": ("bn", "_bn1"),
+            "project_conv": ("conv", "_project_conv"),
+            "project_bn": ("bn", "_bn2"),
+        }.get(part)
+        if torch_part is not None:
+            names[layer.name] = (torch_part[0], f"_blocks.{i}.{torch_part[1]}")
+    if include_top:
+        names["predictions"] = ("dense", "_fc")
+    return names
+
+
+def _converted(kind: str, prefix: str, sd: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    if kind == "conv":  # OIHW → HWIO
+        return [np.transpose(sd[f"{prefix}.weight"], (2, 3, 1, 0))]
+    if kind == "dwconv":  # (C, 1, H, W) → (H, W, C, 1)
+        return [np.transpose(sd[f"{prefix}.weight"], (2, 3, 0, 1))]
+    if kind == "bn":  # Keras order: gamma, beta, moving mean, moving variance
+        return [sd[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")]
+    if kind == "dense":  # (out, in) → (in, out)
+        return [np.transpose(sd[f"{prefix}.weight"]), sd[f"{prefix}.bias"]]
+    raise ValueError(kind)
+
+
+def assign_torch_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray],
+                            source: str = "checkpoint") -> None:
+    """Copy a PyTorch-port state dict (``_conv_stem.weight`` …) into a Lite model.
+
+    Every weighted layer of ``model`` must find its tensors with matching shapes;
+    ``predictions`` is filled only if the model has it.
+
+    Args:
+        model: A model from ``build_efficientnet_lite`` (with or without top).
+        state_dict: Name → numpy array, e.g. from ``torch_checkpoint.load_state_dict``.
+        source: Name of the checkpoint, for error messages.
+
+    Raises:
+        ValueError: A tensor is missing or has the wrong shape (wrong variant or not a
+            Lite checkpoint); the message names ``source``.
+    """
+    include_top = any(layer.name == "predictions" for layer in model.layers)
+    names = _torch_names(model, include_top)
+    weighted = [layer for layer in model.layers if layer.weights]
+    unmapped = [layer.name for layer in weighted if layer.name not in names]
+    if unmapped:
+        raise ValueError(f"{source}: no checkpoint mapping for layers {unmapped[:5]}")
+    for layer in weighted:
+        kind, prefix = names[layer.name]
+        try:
+            values = _converted(kind, prefix, state_dict)
+        except KeyError as exc:
+            raise ValueError(
+                f"{source}: tensor {exc.args[0]!r} missing for layer {layer.name!r} "
+                f"(not an {model.name} checkpoint?)"
+            ) from None
+        expected = [tuple(w.shape) for w in layer.weights]
+        got = [tuple(a.shape) for a in values]
+        if expected != got:
+            raise ValueError(
+                f"{source}: layer {layer.name!r} expects shapes {expected}, checkpoint has {got} "
+                f"(not an {model.name} checkpoint?)"
+            )
+        layer.set_weights([np.asarray(a, dtype=np.float32) for a in values])
