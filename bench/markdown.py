@@ -150,3 +150,13 @@ def per_source_table(per_source: list[tuple[str, dict[str, Any]]],
                + (" †" if (groups.get(src) or {}).get("too_small") else "")
                for _, groups in per_source]] for src in sources]
     return table(["Source", "n (malignant)", *[label for label, _ in per_source]], rows)
+
+
+def notes_and_failures(result: dict[str, Any], parts: dict[str, Any], order: list[str],
+                       what: str) -> list[str]:
+    """The bench's notes as bullets, then the parts that failed (``what``: "rows", "recipes")."""
+    out = [bullets(fmt(n) for n in result["notes"])] if result.get("notes") else []
+    failed = [f"{r}: {parts[r].get('error')}" for r in order if parts[r].get("error")]
+    if failed:
+        out.append(f"**Failed {what}:**\n\n```text\n" + "\n\n".join(failed)[:4000] + "\n```")
+    return out

@@ -42,6 +42,7 @@ from bench.markdown import (
     load_at_start,
     mb,
     mode_label,
+    notes_and_failures,
     num,
     pct,
     per_source_table,
@@ -411,11 +412,7 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
                 "10 of a class, says little):\n\n" + _per_source_table(per_source))
     body.append("**What each recipe ran** (from its resolved config):\n\n" + _recipe_lines(
         order, parts))
-    if result.get("notes"):
-        body.append(bullets(fmt(n) for n in result["notes"]))
-    failed = [f"{r}: {parts[r].get('error')}" for r in order if parts[r].get("error")]
-    if failed:
-        body.append("**Failed recipes:**\n\n```text\n" + "\n\n".join(failed)[:4000] + "\n```")
+    body.extend(notes_and_failures(result, parts, order, "recipes"))
     return "\n\n".join(body), heads
 
 

@@ -42,11 +42,11 @@ from bench.harness.environment import cache_dir, isic_dev_dir, load_average, now
 from bench.harness.timing import self_peak_rss_mb
 from bench.markdown import (
     Row,
-    bullets,
     ci,
     fixed,
     fmt,
     mb,
+    notes_and_failures,
     pct,
     per_source_table,
     secs,
@@ -475,11 +475,7 @@ def render_report(name: str, rec: dict[str, Any]) -> tuple[str, list[Row]]:
     data = result.get("data") or {}
     body.append(f"Data: {fmt(data.get('source'))}; splits {fmt(data.get('splits'))}; lesions "
                 f"across splits: {fmt(data.get('lesions_across_splits'))}.")
-    if result.get("notes"):
-        body.append(bullets(fmt(n) for n in result["notes"]))
-    failed = [f"{r}: {parts[r].get('error')}" for r in order if parts[r].get("error")]
-    if failed:
-        body.append("**Failed rows:**\n\n```text\n" + "\n\n".join(failed)[:4000] + "\n```")
+    body.extend(notes_and_failures(result, parts, order, "rows"))
     return "\n\n".join(body), heads
 
 
